@@ -1,0 +1,11 @@
+"""fastmlp: the lab's hand-derived backpropagation, for many networks at once.
+
+data (:mod:`fastmlp.datasets`) -> :class:`Population` -> engine (:mod:`fastmlp.engine`)
+-> :func:`train` -> :class:`TrainResult` -> plots (:mod:`fastmlp.plot`).
+"""
+from .initializers import INIT_SCHEMES
+from .population import Population
+from .train import TrainResult, train
+
+__version__ = "0.1.0"
+__all__ = ["Population", "train", "TrainResult", "INIT_SCHEMES", "__version__"]

@@ -1,0 +1,1 @@
+"""Triton kernels for fastmlp (installed as ``fastmlp.kernels``)."""

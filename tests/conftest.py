@@ -1,0 +1,30 @@
+"""Shared test helpers: the tolerance table, the lab's data, and NaN-poisoned buffers."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+# One table of tolerances (relative): a tolerance loose enough to hide a bug is a bug.
+RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype | None = None, msg: str = ""):
+    """Elementwise |a - e| <= rtol * (|e| + max|e| * 1e-3): relative, with a floor at 0.1% of
+    the tensor's scale so entries that cross zero do not demand impossible precision."""
+    rtol = RTOL[dtype or expected.dtype]
+    actual, expected = actual.detach().cpu().double(), expected.detach().cpu().double()
+    assert actual.shape == expected.shape, f"{msg} shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(actual).all() == torch.isfinite(expected).all(), f"{msg} finiteness differs"
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale * 1e-3, msg=lambda m: f"{msg}\n{m}")
+
+
+def five_points():
+    x = torch.tensor([[0, 0], [1, 0], [0, -1], [-1, 0], [0, 1]], dtype=torch.float32)
+    y = torch.tensor([[1], [0], [0], [0], [0]], dtype=torch.float32)
+    return x, y
+
+
+@pytest.fixture
+def lab_data():
+    return five_points()
