@@ -165,9 +165,12 @@ class Population:
 
     # -- views and copies -----------------------------------------------------------------
     def __getitem__(self, index) -> "Population":
-        """A sub-population (a view for slices: training it trains those networks here)."""
+        """A sub-population: a view for an int or a slice (training it trains those networks
+        here), a copy for a list / tensor of indices."""
         if isinstance(index, numbers.Integral):
             index = slice(index, index + 1 if index != -1 else None)
+        elif not isinstance(index, slice):
+            index = torch.as_tensor(index, dtype=torch.int64, device=self.device)
         return self._from_parameters([w[index] for w in self.weights], [b[index] for b in self.biases],
                                      self.seeds[index], self.init, self.gain)
 

@@ -1,0 +1,142 @@
+"""Command line: ``fastmlp train`` (the lab at scale; what ``make demo`` runs)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+LAB_DEFAULTS = dict(dataset="five_points", hidden="5,3", epochs=2500, lr=0.25, seeds="1024",
+                    init="glorot_uniform", gain=1.0, backend="auto", dtype="float32")
+
+
+def parse_hidden(text: str) -> list[int]:
+    """``"5,3"`` -> [5, 3]; ``""`` or ``"none"`` -> [] (a single sigmoid layer)."""
+    text = text.strip().lower()
+    if text in ("", "none", "-"):
+        return []
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints such as 5,3, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"hidden widths must be >= 1, got {text!r}")
+    return widths
+
+
+def parse_seeds(text: str) -> list[int] | int:
+    """``"1024"`` -> 1024 networks (seeds 0..1023); ``"100:200"`` -> range; ``"3,7,9"`` -> list."""
+    try:
+        if ":" in text:
+            lo, hi = (int(p) for p in text.split(":"))
+            if not 0 <= lo < hi:
+                raise ValueError
+            return list(range(lo, hi))
+        if "," in text:
+            return [int(p) for p in text.split(",")]
+        n = int(text)
+        if n < 1:
+            raise ValueError
+        return n
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (1024), a range (100:200) or a list (3,7,9) of seeds, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {v}")
+    return v
+
+
+def _lr(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmlp", description="Train many small MLPs at once, "
+                                     "with the lab's hand-derived backpropagation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one population (defaults: the lab's setup, 1024 seeds)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--dataset", default=LAB_DEFAULTS["dataset"],
+                   help="five_points, xor, circles, moons, spirals, or csv:PATH")
+    t.add_argument("--hidden", type=parse_hidden, default=LAB_DEFAULTS["hidden"],
+                   help="hidden widths, comma-separated ('none' for no hidden layer)")
+    t.add_argument("--epochs", type=_positive_int, default=LAB_DEFAULTS["epochs"])
+    t.add_argument("--lr", type=_lr, default=LAB_DEFAULTS["lr"], help="learning rate")
+    t.add_argument("--seeds", type=parse_seeds, default=LAB_DEFAULTS["seeds"],
+                   help="number of networks (seeds 0..n-1), a range a:b, or a list a,b,c")
+    t.add_argument("--init", default=LAB_DEFAULTS["init"],
+                   help="glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, lecun_uniform, "
+                        "normal[:std], uniform[:bound], zeros")
+    t.add_argument("--gain", type=float, default=LAB_DEFAULTS["gain"])
+    t.add_argument("--dtype", choices=["float32", "float64"], default=LAB_DEFAULTS["dtype"])
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    t.add_argument("--backend", default=LAB_DEFAULTS["backend"], help="auto, torch or triton")
+    t.add_argument("--out", default="runs/train", help="run folder to write")
+    t.add_argument("--eps", type=float, default=0.01, help="a network has converged when its final loss < eps")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def cmd_train(args, parser) -> int:
+    from . import datasets
+    from .population import Population
+    from .results import format_summary, save_run
+    from .train import train
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        x, y = datasets.get(args.dataset)
+    except (ValueError, TypeError, OSError) as e:
+        parser.error(f"--dataset: {e}")
+    sizes = [x.shape[1], *args.hidden, y.shape[1]]
+    dtype = getattr(torch, args.dtype)
+    try:
+        pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=dtype, device=device)
+    except (ValueError, TypeError) as e:
+        flag = next((f for f in ("init", "gain", "seeds") if f in str(e)), "hidden")
+        parser.error(f"--{flag}: {e}")
+    except RuntimeError as e:  # e.g. an unknown or unavailable device
+        parser.error(f"--device: {e}")
+    print(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}")
+    try:
+        result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
+                       progress=False if args.no_progress else None)
+    except ValueError as e:
+        if "backend" in str(e):
+            parser.error(f"--backend: {e}")
+        raise
+    config = {"dataset": args.dataset, "sizes": sizes, "epochs": args.epochs, "lr": args.lr,
+              "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
+              "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
+              "backend_requested": args.backend}
+    summary = save_run(result, x, y, args.out, config)
+    summary["eps"] = args.eps
+    print(format_summary(summary))
+    print(f"wrote {args.out}/: " + ", ".join(summary["files"]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return cmd_train(args, parser)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Packaging: kernels/ ships as fastmlp.kernels (editable and wheel); no triton needed on CPU."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_editable_install_maps_kernels_folder():
+    import fastmlp.kernels
+
+    assert Path(fastmlp.kernels.__file__).resolve() == ROOT / "kernels" / "__init__.py"
+
+
+def test_wheel_contains_fastmlp_kernels(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("fastmlp-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"fastmlp/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.py")}
+    assert "fastmlp/kernels/__init__.py" in names
+    assert shipped <= names, shipped - names
+    assert not any(n.startswith("kernels/") for n in names), "a top-level `kernels` package would clash"
+    assert {"fastmlp/engine/torch.py", "fastmlp/reference.py", "fastmlp/cli.py"} <= names
+    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_cpu_path_works_without_triton():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # any `import triton` now fails
+        "import torch, fastmlp\n"
+        "from fastmlp import Population, train, datasets\n"
+        "x, y = datasets.five_points()\n"
+        "r = train(x, y, Population([2, 5, 3, 1], 8), 20, 0.25, backend='auto')\n"
+        "assert r.backend == 'torch', r.backend\n"
+        "try:\n"
+        "    train(x, y, Population([2, 5, 3, 1], 8), 20, 0.25, backend='triton')\n"
+        "except ValueError as e:\n"
+        "    assert 'triton' in str(e) and \"backend='torch'\" in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('backend=triton without triton did not raise')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
