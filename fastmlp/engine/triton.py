@@ -1,0 +1,56 @@
+"""The Triton engine: the four ops of ``fastmlp.engine.torch``, each one fused kernel.
+
+Same signatures and results as the torch engine (its oracle); the work is done by the
+launchers of :mod:`fastmlp.kernels` (one ``@triton.jit`` kernel per op).  This module is
+imported only when the backend is selected (``fastmlp.engine.get_ops("triton")``), so
+``import fastmlp`` never imports triton.  Runs on CUDA, or on the CPU under
+``TRITON_INTERPRET=1`` (which must be set before this module is first imported).
+
+Limits: float32 / float64, layer widths up to ``fastmlp.kernels.MAX_WIDTH`` (128): wider
+layers raise a ValueError naming backend='torch'.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import kernels as _k
+
+__all__ = ["linear_act_fwd", "output_delta", "delta_bwd", "grad_update", "MAX_WIDTH"]
+
+MAX_WIDTH = _k.MAX_WIDTH
+
+
+def linear_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(x @ w + b)``: x [N, n_in] or [G, N, n_in], w [G, n_in, n_out], b [G, n_out] -> [G, N, n_out]."""
+    return _k.linear_act_fwd(x, w, b, act, out=out)
+
+
+def output_delta(z_out: torch.Tensor, y: torch.Tensor, delta: torch.Tensor | None = None,
+                 loss: torch.Tensor | None = None, tmp: torch.Tensor | None = None):
+    """``(delta [G, N, n_out], loss [G])`` of the sigmoid + MSE output layer, one kernel
+    (``tmp``, the torch engine's scratch, is not needed)."""
+    return _k.output_delta(z_out, y, delta=delta, loss=loss)
+
+
+def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
+              out: torch.Tensor | None = None, tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """``(delta @ w^T) * (1 - z_prev**2)`` -> [G, N, n_in], one kernel (``tmp`` not needed)."""
+    return _k.delta_bwd(delta, w, z_prev, out=out)
+
+
+def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                lr: torch.Tensor, frozen: torch.Tensor | None = None,
+                weight_grad: torch.Tensor | None = None, bias_grad: torch.Tensor | None = None):
+    """SGD step of one layer in place on ``w``, ``b``; returns ``(weight_grad, bias_grad)``.
+
+    As the torch engine, the gradients are always returned: buffers not given are
+    allocated.  (The kernel can skip writing them -- ``fastmlp.kernels.grad_update`` with
+    no buffers -- which saves ``2 * params * itemsize`` bytes per network and epoch.)
+    """
+    if weight_grad is None and bias_grad is None:
+        from ..population import network_minor
+
+        weight_grad = network_minor(w.shape, w.dtype, w.device)
+        bias_grad = network_minor(b.shape, b.dtype, b.device)
+    return _k.grad_update(z_prev, delta, w, b, lr, frozen=frozen, weight_grad=weight_grad, bias_grad=bias_grad)

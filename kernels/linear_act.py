@@ -1,0 +1,113 @@
+"""Fused forward of one layer: ``z_out = act(x @ w + b)`` for every network at once."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import (Launch, block_g, block_w, check_float, check_out, check_shape, check_sizes, check_width,
+                      needs_int64, new_network_minor)
+from .activations import ACTS, apply_act
+
+__all__ = ["linear_act_fwd"]
+
+
+@triton.jit
+def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr,           # pointers
+                           G, N,                                  # runtime sizes
+                           s_xg, s_xn, s_xk,                      # x [G, N, n_in] (s_xg unused if X_SHARED)
+                           s_wg, s_wk, s_wj,                      # w [G, n_in, n_out]
+                           s_bg, s_bj,                            # b [G, n_out]
+                           s_zg, s_zn, s_zj,                      # z [G, N, n_out]
+                           N_IN: tl.constexpr, N_OUT: tl.constexpr, ACT: tl.constexpr,
+                           X_SHARED: tl.constexpr, IDX64: tl.constexpr,
+                           BLOCK_G: tl.constexpr, BLOCK_J: tl.constexpr):
+    # Program (pid_g, pid_j): networks [pid_g * BLOCK_G, +BLOCK_G), output columns
+    # [pid_j * BLOCK_J, +BLOCK_J), every sample.  Per sample n:
+    #   acc[g, j] = b[g, j] + sum_k x[g, n, k] * w[g, k, j]   (broadcast multiply-adds, k loop)
+    #   z[g, n, j] = act(acc)
+    # w's tile rows are re-read once per sample: from L1 after the first (the program's
+    # weights are BLOCK_G * n_in * BLOCK_J values, 10 KiB for the lab's first layer).
+    pid_g = tl.program_id(0)
+    pid_j = tl.program_id(1)
+    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    if IDX64:  # products index * stride in int64 (pointer increments are 64-bit anyway)
+        offs_g = offs_g.to(tl.int64)
+        offs_j = offs_j.to(tl.int64)
+    mask_g = offs_g < G
+    mask_j = offs_j < N_OUT
+    mask = mask_g[:, None] & mask_j[None, :]
+
+    p_w0 = w_ptr + offs_g[:, None] * s_wg + offs_j[None, :] * s_wj       # row k = 0
+    b_b = tl.load(b_ptr + offs_g[:, None] * s_bg + offs_j[None, :] * s_bj, mask=mask, other=0.0)
+    p_z = z_ptr + offs_g[:, None] * s_zg + offs_j[None, :] * s_zj        # sample n = 0
+    if X_SHARED:
+        p_x = x_ptr                                                       # scalar: x[n, k]
+    else:
+        p_x = x_ptr + offs_g * s_xg                                       # [BLOCK_G]: x[g, n, k]
+
+    for n in range(N):
+        acc = b_b
+        p_xk = p_x
+        p_wk = p_w0
+        for k in range(N_IN):
+            if X_SHARED:
+                b_x = tl.load(p_xk)
+                acc += b_x * tl.load(p_wk, mask=mask, other=0.0)
+            else:
+                b_x = tl.load(p_xk, mask=mask_g, other=0.0)
+                acc += b_x[:, None] * tl.load(p_wk, mask=mask, other=0.0)
+            p_xk += s_xk
+            p_wk += s_wk
+        tl.store(p_z, apply_act(acc, ACT), mask=mask)
+        p_x += s_xn
+        p_z += s_zn
+
+
+def _launch_args(x, w, b, act, z) -> Launch:
+    G, n_in, n_out = w.shape
+    N = x.shape[-2]
+    shared = x.dim() == 2
+    s_x = (0, *x.stride()) if shared else x.stride()
+    bj = block_w(n_out)
+    bg = block_g(bj)
+    grid = (triton.cdiv(G, bg), triton.cdiv(n_out, bj))
+    args = [x, w, b, z, G, N, *s_x, *w.stride(), *b.stride(), *z.stride()]
+    meta = dict(N_IN=n_in, N_OUT=n_out, ACT=ACTS[act], X_SHARED=shared, IDX64=needs_int64(x, w, b, z),
+                BLOCK_G=bg, BLOCK_J=bj)
+    return Launch(_linear_act_fwd_kernel, grid, args, meta)
+
+
+def linear_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(x @ w + b)`` for every network: x [N, n_in] (shared) or [G, N, n_in],
+    w [G, n_in, n_out], b [G, n_out] -> z_out [G, N, n_out] (written into ``out`` if given).
+
+    ``act`` is "tanh" or "sigmoid".  Any strides; fastest network-minor.  float32 or
+    float64, CUDA (or CPU under TRITON_INTERPRET=1); widths up to MAX_WIDTH = 128.
+    """
+    op = "linear_act_fwd"
+    # 1) check shapes, dtypes, devices
+    dtype = check_float(op, ("w", w), ("x", x), ("b", b))
+    if act not in ACTS:
+        raise ValueError(f"{op}: act must be 'tanh' or 'sigmoid', got {act!r}")
+    if w.dim() != 3:
+        raise ValueError(f"{op}: w must be [G, n_in, n_out], got {list(w.shape)}")
+    G, n_in, n_out = w.shape
+    if x.dim() not in (2, 3) or x.shape[-1] != n_in or (x.dim() == 3 and x.shape[0] != G):
+        raise ValueError(f"{op}: x must be [N, {n_in}] or [{G}, N, {n_in}] to match w {list(w.shape)}, "
+                         f"got {list(x.shape)}")
+    check_shape(op, "b", b, (G, n_out))
+    N = x.shape[-2]
+    check_sizes(op, G, N)
+    check_width("n_in", n_in)
+    check_width("n_out", n_out)
+    # 2) allocate
+    if out is None:
+        out = new_network_minor((G, N, n_out), w)
+    else:
+        check_out(op, "out", out, (G, N, n_out), dtype, w.device)
+    # 3) launch
+    _launch_args(x, w, b, act, out)()
+    return out
