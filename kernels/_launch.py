@@ -21,9 +21,10 @@ import torch
 MAX_WIDTH = 128
 
 # Widths are processed in chunks of at most this many columns (next power of two of the
-# width below it): keeps the [BLOCK_G, BLOCK_W] accumulator at <= 32 float32 values per
-# thread (BLOCK_G * BLOCK_W / (32 * NUM_WARPS)), so widths up to MAX_WIDTH compile without
-# spills; wider layers take several programs per block of networks (grid axis 1).
+# width below it): with BLOCK_G >= 32 the [BLOCK_G, BLOCK_W] accumulator stays at <= 8
+# float32 values per thread (BLOCK_G * BLOCK_W / (32 * NUM_WARPS)), so widths up to
+# MAX_WIDTH compile without spills (<= 56 registers, sm_80/sm_90); wider layers take
+# several programs per block of networks (grid axis 1).
 MAX_BLOCK_W = 32
 
 NUM_WARPS = 4
@@ -43,19 +44,24 @@ def block_w(width: int) -> int:
     return min(triton_next_power_of_2(width), MAX_BLOCK_W)
 
 
-def block_g(bw: int) -> int:
-    """Networks per program for a tile ``bw`` columns wide.
+def block_g(bw: int, itemsize: int = 4) -> int:
+    """Networks per program for a tile ``bw`` columns wide: ``max(32, 2048 // itemsize // bw)``.
 
-    Rule: ``BLOCK_G * BLOCK_W ~ 2048`` elements per tile (16 per thread at 4 warps: enough
-    independent loads in flight per thread to cover memory latency), BLOCK_G clamped to
-    [128, 512] so every warp covers at least one full 128-network row (32 lanes x 4
-    networks: a 16-byte vector per lane in the network-minor layout) and a grid at
-    G = 2**20 still has >= 2048 programs (over 3 per SM on a 132-SM H200).
-    Lab network: widths 5, 3, 1 (BLOCK_W 8, 4, 1) -> BLOCK_G 256, 512, 512.
-    Not yet measured on a GPU (none was lent when this was written):
-    ``bench/bench_kernels.py --sweep`` times BLOCK_G in {64, ..., 1024} for the lab network.
+    Rule: 2 KiB per ``[BLOCK_G, BLOCK_W]`` tile (512 float32 / 256 float64 elements) = one
+    16-byte vector per thread and load at 4 warps, so that a program stays at <= ~48 registers
+    and the SM at (near) full occupancy -- these kernels are memory-bound, and at 64 warps
+    per SM one 16-byte load per thread already keeps 32 KiB in flight per SM (Little's law
+    at 4.8 TB/s x ~0.6 us over 132 SMs asks for ~22 KiB).  BLOCK_G >= 32 so a tile row is at
+    least one full 128-byte line in the network-minor layout.  Lab network (widths 5, 3, 1;
+    BLOCK_W 8, 4, 1): BLOCK_G 64, 128, 512 in float32 (32, 64, 256 in float64).
+    The alternative of 16 float32 per thread (8 KiB tiles) needed 58-96 registers for the lab
+    network, and ptxas then chose to spill 8-16 bytes in some kernels to reach an occupancy
+    step (Triton 3.9, sm_80/sm_90, tests/aot_compile.py); with this rule none of the
+    configurations of tests/aot_compile.py spills (28-56 registers).
+    Not yet timed on a GPU (none was lent when this was written):
+    ``bench/bench_kernels.py --sweep`` times BLOCK_G in {32, ..., 1024} for the lab network.
     """
-    return max(128, min(512, 2048 // bw))
+    return max(32, 2048 // itemsize // bw)
 
 
 def triton_next_power_of_2(n: int) -> int:

@@ -37,31 +37,32 @@ def _delta_bwd_kernel(delta_ptr, w_ptr, z_ptr, out_ptr,          # pointers
     mask_g = offs_g < G
     mask = mask_g[:, None] & (offs_i < N_IN)[None, :]
 
-    p_w0 = w_ptr + offs_g[:, None] * s_wg + offs_i[None, :] * s_wi     # column j = 0
-    p_d = delta_ptr + offs_g * s_dg                                      # [BLOCK_G], sample 0
-    p_z = z_ptr + offs_g[:, None] * s_zg + offs_i[None, :] * s_zi
-    p_o = out_ptr + offs_g[:, None] * s_og + offs_i[None, :] * s_oi
+    # Offsets (int32 unless IDX64), not 64-bit pointer tiles, are carried through the loops.
+    o_w0 = offs_g[:, None] * s_wg + offs_i[None, :] * s_wi               # w column j = 0
+    p_d = delta_ptr + offs_g * s_dg                                       # [BLOCK_G], sample 0
+    o_z = offs_g[:, None] * s_zg + offs_i[None, :] * s_zi
+    o_o = offs_g[:, None] * s_og + offs_i[None, :] * s_oi
     for n in range(N):
         acc = tl.zeros((BLOCK_G, BLOCK_I), dtype=w_ptr.dtype.element_ty)
         p_dj = p_d
-        p_wj = p_w0
+        o_wj = o_w0
         for j in range(N_OUT):
             b_d = tl.load(p_dj, mask=mask_g, other=0.0)
-            acc += b_d[:, None] * tl.load(p_wj, mask=mask, other=0.0)
+            acc += b_d[:, None] * tl.load(w_ptr + o_wj, mask=mask, other=0.0)
             p_dj += s_dj
-            p_wj += s_wj
-        b_z = tl.load(p_z, mask=mask, other=0.0)
-        tl.store(p_o, acc * tanh_grad(b_z), mask=mask)
+            o_wj += s_wj
+        b_z = tl.load(z_ptr + o_z, mask=mask, other=0.0)
+        tl.store(out_ptr + o_o, acc * tanh_grad(b_z), mask=mask)
         p_d += s_dn
-        p_z += s_zn
-        p_o += s_on
+        o_z += s_zn
+        o_o += s_on
 
 
 def _launch_args(delta, w, z_prev, out) -> Launch:
     G, n_in, n_out = w.shape
     N = delta.shape[1]
     bi = block_w(n_in)
-    bg = block_g(bi)
+    bg = block_g(bi, w.element_size())
     grid = (triton.cdiv(G, bg), triton.cdiv(n_in, bi))
     args = [delta, w, z_prev, out, G, N, *delta.stride(), *w.stride(), *z_prev.stride(), *out.stride()]
     meta = dict(N_IN=n_in, N_OUT=n_out, IDX64=needs_int64(delta, w, z_prev, out), BLOCK_G=bg, BLOCK_I=bi)

@@ -29,7 +29,7 @@ def _grad_update_kernel(z_ptr, delta_ptr, w_ptr, b_ptr, lr_ptr, frozen_ptr, wg_p
     #   grad[g, i, j] = sum_n z_prev[g, n, i] * delta[g, n, j]     bias: sum_n delta[g, n, j]
     #   w[g, i, j] -= lr[g] * grad                                 (not where frozen[g])
     # delta's tile is re-read once per row, from L1 after the first (BLOCK_G * N * BLOCK_J
-    # values: 20 KiB for the lab's first layer).  Frozen networks are masked out of the
+    # values: 10 KiB for the lab's first layer).  Frozen networks are masked out of the
     # stores: their parameters stay bitwise untouched even when their gradient is nan.
     pid_g = tl.program_id(0)
     pid_j = tl.program_id(1)
@@ -47,39 +47,40 @@ def _grad_update_kernel(z_ptr, delta_ptr, w_ptr, b_ptr, lr_ptr, frozen_ptr, wg_p
     else:
         mask_upd = mask
 
-    p_d0 = delta_ptr + offs_g[:, None] * s_dg + offs_j[None, :] * s_dj   # sample 0
+    # Offsets (int32 unless IDX64), not 64-bit pointer tiles, are carried through the loops.
+    o_d0 = offs_g[:, None] * s_dg + offs_j[None, :] * s_dj               # delta, sample 0
     if Z_SHARED:
         p_z = z_ptr                                                        # scalar: x[n, i]
     else:
         p_z = z_ptr + offs_g * s_zg                                        # [BLOCK_G]: z[g, n, i]
-    p_w = w_ptr + offs_g[:, None] * s_wg + offs_j[None, :] * s_wj
-    p_wg = wg_ptr + offs_g[:, None] * s_wgg + offs_j[None, :] * s_wgj
+    o_w = offs_g[:, None] * s_wg + offs_j[None, :] * s_wj
+    o_wg = offs_g[:, None] * s_wgg + offs_j[None, :] * s_wgj
     for i in range(N_IN):
         acc = tl.zeros((BLOCK_G, BLOCK_J), dtype=w_ptr.dtype.element_ty)
         p_zn = p_z
-        p_dn = p_d0
+        o_dn = o_d0
         for n in range(N):
             if Z_SHARED:
-                acc += tl.load(p_zn) * tl.load(p_dn, mask=mask, other=0.0)
+                acc += tl.load(p_zn) * tl.load(delta_ptr + o_dn, mask=mask, other=0.0)
             else:
-                acc += tl.load(p_zn, mask=mask_g, other=0.0)[:, None] * tl.load(p_dn, mask=mask, other=0.0)
+                acc += tl.load(p_zn, mask=mask_g, other=0.0)[:, None] * tl.load(delta_ptr + o_dn, mask=mask, other=0.0)
             p_zn += s_zn
-            p_dn += s_dn
-        b_w = tl.load(p_w, mask=mask_upd, other=0.0)
-        tl.store(p_w, b_w - b_lr * acc, mask=mask_upd)
+            o_dn += s_dn
+        b_w = tl.load(w_ptr + o_w, mask=mask_upd, other=0.0)
+        tl.store(w_ptr + o_w, b_w - b_lr * acc, mask=mask_upd)
         if WRITE_GRAD:
             if HAS_FROZEN:
                 acc = tl.where(active[:, None], acc, 0.0)  # as the torch engine: 0 for frozen networks
-            tl.store(p_wg, acc, mask=mask)
+            tl.store(wg_ptr + o_wg, acc, mask=mask)
         p_z += s_zi
-        p_w += s_wi
-        p_wg += s_wgi
+        o_w += s_wi
+        o_wg += s_wgi
 
     acc = tl.zeros((BLOCK_G, BLOCK_J), dtype=w_ptr.dtype.element_ty)
-    p_dn = p_d0
+    o_dn = o_d0
     for n in range(N):
-        acc += tl.load(p_dn, mask=mask, other=0.0)
-        p_dn += s_dn
+        acc += tl.load(delta_ptr + o_dn, mask=mask, other=0.0)
+        o_dn += s_dn
     p_b = b_ptr + offs_g[:, None] * s_bg + offs_j[None, :] * s_bj
     b_b = tl.load(p_b, mask=mask_upd, other=0.0)
     tl.store(p_b, b_b - b_lr * acc, mask=mask_upd)
@@ -100,7 +101,7 @@ def _launch_args(z_prev, delta, w, b, lr, frozen, weight_grad, bias_grad) -> Lau
     wg, s_wg = (weight_grad, weight_grad.stride()) if write else (w, (0, 0, 0))
     bg, s_bg = (bias_grad, bias_grad.stride()) if write else (b, (0, 0))
     bj = block_w(n_out)
-    bgs = block_g(bj)
+    bgs = block_g(bj, w.element_size())
     grid = (triton.cdiv(G, bgs), triton.cdiv(n_out, bj))
     args = [z_prev, delta, w, b, lr, f_arg, wg, bg, G, N, *s_z, *delta.stride(), *w.stride(), *b.stride(),
             lr.stride(0), s_f, *s_wg, *s_bg]

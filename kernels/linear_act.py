@@ -27,7 +27,7 @@ def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr,           # pointers
     #   acc[g, j] = b[g, j] + sum_k x[g, n, k] * w[g, k, j]   (broadcast multiply-adds, k loop)
     #   z[g, n, j] = act(acc)
     # w's tile rows are re-read once per sample: from L1 after the first (the program's
-    # weights are BLOCK_G * n_in * BLOCK_J values, 10 KiB for the lab's first layer).
+    # weights are BLOCK_G * n_in * BLOCK_J values: 4 KiB for the lab's first layer).
     pid_g = tl.program_id(0)
     pid_j = tl.program_id(1)
     offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
@@ -39,30 +39,32 @@ def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr,           # pointers
     mask_j = offs_j < N_OUT
     mask = mask_g[:, None] & mask_j[None, :]
 
-    p_w0 = w_ptr + offs_g[:, None] * s_wg + offs_j[None, :] * s_wj       # row k = 0
-    b_b = tl.load(b_ptr + offs_g[:, None] * s_bg + offs_j[None, :] * s_bj, mask=mask, other=0.0)
-    p_z = z_ptr + offs_g[:, None] * s_zg + offs_j[None, :] * s_zj        # sample n = 0
+    # Offsets (int32 unless IDX64) rather than pointer tiles are carried through the loops:
+    # half the registers of 64-bit pointer tiles.
+    o_w0 = offs_g[:, None] * s_wg + offs_j[None, :] * s_wj                # w row k = 0
+    o_z = offs_g[:, None] * s_zg + offs_j[None, :] * s_zj                 # z sample n = 0
+    o_b = offs_g[:, None] * s_bg + offs_j[None, :] * s_bj
     if X_SHARED:
-        p_x = x_ptr                                                       # scalar: x[n, k]
+        p_x = x_ptr                                                        # scalar: x[n, k]
     else:
-        p_x = x_ptr + offs_g * s_xg                                       # [BLOCK_G]: x[g, n, k]
+        p_x = x_ptr + offs_g * s_xg                                        # [BLOCK_G]: x[g, n, k]
 
     for n in range(N):
-        acc = b_b
+        acc = tl.load(b_ptr + o_b, mask=mask, other=0.0)  # re-read per sample (L1): fewer live registers
         p_xk = p_x
-        p_wk = p_w0
+        o_wk = o_w0
         for k in range(N_IN):
             if X_SHARED:
                 b_x = tl.load(p_xk)
-                acc += b_x * tl.load(p_wk, mask=mask, other=0.0)
+                acc += b_x * tl.load(w_ptr + o_wk, mask=mask, other=0.0)
             else:
                 b_x = tl.load(p_xk, mask=mask_g, other=0.0)
-                acc += b_x[:, None] * tl.load(p_wk, mask=mask, other=0.0)
+                acc += b_x[:, None] * tl.load(w_ptr + o_wk, mask=mask, other=0.0)
             p_xk += s_xk
-            p_wk += s_wk
-        tl.store(p_z, apply_act(acc, ACT), mask=mask)
+            o_wk += s_wk
+        tl.store(z_ptr + o_z, apply_act(acc, ACT), mask=mask)
         p_x += s_xn
-        p_z += s_zn
+        o_z += s_zn
 
 
 def _launch_args(x, w, b, act, z) -> Launch:
@@ -71,7 +73,7 @@ def _launch_args(x, w, b, act, z) -> Launch:
     shared = x.dim() == 2
     s_x = (0, *x.stride()) if shared else x.stride()
     bj = block_w(n_out)
-    bg = block_g(bj)
+    bg = block_g(bj, w.element_size())
     grid = (triton.cdiv(G, bg), triton.cdiv(n_out, bj))
     args = [x, w, b, z, G, N, *s_x, *w.stride(), *b.stride(), *z.stride()]
     meta = dict(N_IN=n_in, N_OUT=n_out, ACT=ACTS[act], X_SHARED=shared, IDX64=needs_int64(x, w, b, z),

@@ -40,24 +40,24 @@ def _output_delta_kernel(z_ptr, y_ptr, delta_ptr, loss_ptr,      # pointers
         offs_j = j0 + cols
         mask_j = offs_j < N_OUT
         mask = mask_g[:, None] & mask_j[None, :]
-        p_z = z_ptr + offs_g[:, None] * s_zg + offs_j[None, :] * s_zj
-        p_d = delta_ptr + offs_g[:, None] * s_dg + offs_j[None, :] * s_dj
+        o_z = offs_g[:, None] * s_zg + offs_j[None, :] * s_zj
+        o_d = offs_g[:, None] * s_dg + offs_j[None, :] * s_dj
         if Y_SHARED:
-            p_y = y_ptr + offs_j * s_yj                                   # [BLOCK_J]: y[n, j]
+            o_y = offs_j * s_yj                                           # [BLOCK_J]: y[n, j]
         else:
-            p_y = y_ptr + offs_g[:, None] * s_yg + offs_j[None, :] * s_yj
+            o_y = offs_g[:, None] * s_yg + offs_j[None, :] * s_yj
         for n in range(N):
-            b_z = tl.load(p_z, mask=mask, other=0.0)
+            b_z = tl.load(z_ptr + o_z, mask=mask, other=0.0)
             if Y_SHARED:
-                b_y = tl.load(p_y, mask=mask_j, other=0.0)[None, :]
+                b_y = tl.load(y_ptr + o_y, mask=mask_j, other=0.0)[None, :]
             else:
-                b_y = tl.load(p_y, mask=mask, other=0.0)
+                b_y = tl.load(y_ptr + o_y, mask=mask, other=0.0)
             d = b_z - b_y  # 0 in masked lanes: they add nothing to the loss
             sq += d * d
-            tl.store(p_d, d * sigmoid_grad(b_z) * scale, mask=mask)
-            p_z += s_zn
-            p_y += s_yn
-            p_d += s_dn
+            tl.store(delta_ptr + o_d, d * sigmoid_grad(b_z) * scale, mask=mask)
+            o_z += s_zn
+            o_y += s_yn
+            o_d += s_dn
     loss = tl.sum(sq, axis=1) / count
     tl.store(loss_ptr + offs_g * s_lg, loss, mask=mask_g)
 
@@ -67,7 +67,7 @@ def _launch_args(z_out, y, delta, loss) -> Launch:
     shared = y.dim() == 2
     s_y = (0, *y.stride()) if shared else y.stride()
     bj = block_w(n_out)
-    bg = block_g(bj)
+    bg = block_g(bj, z_out.element_size())
     args = [z_out, y, delta, loss, G, N, *z_out.stride(), *s_y, *delta.stride(), loss.stride(0)]
     meta = dict(N_OUT=n_out, Y_SHARED=shared, IDX64=needs_int64(z_out, y, delta, loss), BLOCK_G=bg, BLOCK_J=bj)
     return Launch(_output_delta_kernel, (triton.cdiv(G, bg),), args, meta)
