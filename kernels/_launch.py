@@ -152,4 +152,5 @@ class Launch:
         self.kernel, self.grid, self.args, self.constexprs, self.num_warps = kernel, grid, args, constexprs, num_warps
 
     def __call__(self):
-        self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps)
+        """Launch; returns Triton's compiled kernel (``n_regs``, ``n_spills``), None when interpreting."""
+        return self.kernel[self.grid](*self.args, **self.constexprs, num_warps=self.num_warps)

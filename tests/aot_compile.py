@@ -41,22 +41,24 @@ _upd = importlib.import_module("fastmlp.kernels.grad_update")
 META = torch.device("meta")
 
 
-def network_minor(shape, dtype):
+def network_minor(shape, dtype, device=META):
     G, *rest = shape
-    t = torch.empty(*rest, G, dtype=dtype, device=META)
+    t = torch.zeros(*rest, G, dtype=dtype, device=device)
     return t.permute(t.dim() - 1, *range(t.dim() - 1))
 
 
-def training_launches(sizes, N, G, dtype, x_shared):
+def training_launches(sizes, N, G, dtype, x_shared, device=META):
     """The launches one epoch of ``fastmlp.train`` makes on CUDA (frozen mask passed,
-    gradient buffers given), plus the grads-skipped update the launcher also offers."""
-    x = torch.empty(N, sizes[0], dtype=dtype, device=META) if x_shared else network_minor((G, N, sizes[0]), dtype)
-    y = torch.empty(N, sizes[-1], dtype=dtype, device=META)
-    w = [network_minor((G, a, b), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
-    b = [network_minor((G, n), dtype) for n in sizes[1:]]
-    z = [network_minor((G, N, n), dtype) for n in sizes[1:]]
-    lr = torch.empty(G, dtype=dtype, device=META)
-    frozen = torch.empty(G, dtype=torch.bool, device=META)
+    gradient buffers given), plus the grads-skipped update the launcher also offers.
+    ``meta`` tensors by default (shapes and strides only); zeros on a real ``device``."""
+    x = torch.zeros(N, sizes[0], dtype=dtype, device=device) if x_shared \
+        else network_minor((G, N, sizes[0]), dtype, device)
+    y = torch.zeros(N, sizes[-1], dtype=dtype, device=device)
+    w = [network_minor((G, a, b), dtype, device) for a, b in zip(sizes[:-1], sizes[1:])]
+    b = [network_minor((G, n), dtype, device) for n in sizes[1:]]
+    z = [network_minor((G, N, n), dtype, device) for n in sizes[1:]]
+    lr = torch.zeros(G, dtype=dtype, device=device)
+    frozen = torch.zeros(G, dtype=torch.bool, device=device)
     L = len(w)
     out = []
     inp = x
@@ -64,7 +66,7 @@ def training_launches(sizes, N, G, dtype, x_shared):
         act = "sigmoid" if l == L - 1 else "tanh"
         out.append((f"linear_act_fwd[{l}]", _fwd._launch_args(inp, w[l], b[l], act, z[l])))
         inp = z[l]
-    loss = torch.empty(G, dtype=dtype, device=META)
+    loss = torch.zeros(G, dtype=dtype, device=device)
     out.append(("output_delta", _od._launch_args(z[-1], y, z[-1], loss)))
     for l in reversed(range(L)):
         if l > 0:

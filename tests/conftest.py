@@ -1,8 +1,16 @@
 """Shared test helpers: the tolerance table, the lab's data, and NaN-poisoned buffers."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Triton kernels run in Triton's CPU interpreter when there is no GPU.  The @triton.jit
+# decorator reads TRITON_INTERPRET when a kernel module is imported (Triton 3.x), so it is
+# set here, before any test module imports fastmlp.kernels.  An explicit setting wins.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # One table of tolerances (relative): a tolerance loose enough to hide a bug is a bug.
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
