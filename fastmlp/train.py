@@ -20,6 +20,9 @@ __all__ = ["train", "TrainResult"]
 
 # Fraction of the free memory a training run may plan to use.
 _MEMORY_FRACTION = 0.7
+# Epochs per launch of the fused backend.  Overhead per launch: one parameter check and
+# a progress update (bench/bench_train.py measures it against one launch for all epochs).
+_FUSED_BLOCK = 250
 # Chunks of seeds are multiples of this (vector-width aligned, so a network computes the
 # same bits whichever chunk it lands in).
 _CHUNK_ALIGN = 64
@@ -226,6 +229,11 @@ class _Run:
         torch.lt(self.absloss, math.inf, out=self.finite)
         self.active.logical_and_(self.finite)
 
+    def block(self, history_rows: torch.Tensor) -> None:
+        """One epoch per row of ``history_rows`` [epochs, G] (each row gets that epoch's loss)."""
+        for row in history_rows:
+            self.epoch(row)
+
     def epoch(self, loss_out: torch.Tensor) -> None:
         self.forward_loss(loss_out)
         ops = self.ops
@@ -259,7 +267,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         population: trained in place, and returned in the result.
         epochs: number of full-batch updates.
         lr: a float, or a tensor [G] with one learning rate per network.
-        backend: "auto", "torch" or "triton" (see :mod:`fastmlp.engine`).
+        backend: "auto", "torch", "triton" or "fused" (see :mod:`fastmlp.engine`).
         progress: show a progress bar over epochs; default: when stderr is a terminal.
 
     A network whose loss or parameters become non-finite is frozen (no further updates)
@@ -275,7 +283,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     y = _check_y(y, sizes[-1], N, G, dtype, device)
     epochs = _check_epochs(epochs)
     lr = _check_lr(lr, G, dtype, device)
-    backend = select_backend(backend, device)
+    backend = select_backend(backend, device, sizes, N, shared_data=x.dim() == 2 and y.dim() == 2)
     ops = get_ops(backend)
     chunk = _plan_chunks(G, epochs, sizes, N, dtype.itemsize, x.dim() == 3, y.dim() == 3, device)
     if progress is None:
@@ -289,18 +297,19 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs * G, unit="net-epoch", unit_scale=True, desc=f"train [{backend}]")
-    # Epochs between progress updates and parameter checks.
-    block = max(1, min(epochs, 50))
+    # Epochs between progress updates and parameter checks (and, for the fused backend,
+    # per kernel launch: Ctrl-C stops between launches with the population consistent).
+    block = max(1, min(epochs, _FUSED_BLOCK if backend == "fused" else 50))
     start = time.perf_counter()
     try:
         for g0 in range(0, G, chunk):
             g1 = min(G, g0 + chunk)
             sub = population[g0:g1] if chunk < G else population
-            run = _Run(sub, x if x.dim() == 2 else x[g0:g1], y if y.dim() == 2 else y[g0:g1], lr[g0:g1], ops)
+            xs, ys = (x if x.dim() == 2 else x[g0:g1]), (y if y.dim() == 2 else y[g0:g1])
+            run = ops.FusedRun(sub, xs, ys, lr[g0:g1]) if backend == "fused" else _Run(sub, xs, ys, lr[g0:g1], ops)
             try:
                 for e0 in range(0, epochs, block):
-                    for e in range(e0, min(epochs, e0 + block)):
-                        run.epoch(history[e, g0:g1])
+                    run.block(history[e0:min(epochs, e0 + block), g0:g1])
                     run.check_parameters()
                     if bar is not None:
                         bar.update((min(epochs, e0 + block) - e0) * (g1 - g0))

@@ -1,0 +1,376 @@
+"""One-launch training: every epoch of BLOCK_G small networks in one program, weights on-chip.
+
+A program owns ``BLOCK_G`` neighbouring networks and runs ``E`` epochs of full-batch gradient
+descent for them without touching device memory except to read the data (a few hundred
+bytes, cached) and, once per epoch, to write each network's loss.  Weights, biases and their
+gradient accumulators live in registers for the whole launch.
+
+Tensors inside the kernel are shaped with the *networks axis last*: a weight tile is
+``[K_PAD, M_PAD, BLOCK_G]`` (input unit, output unit, network).  Triton's default blocked
+layout hands the last (fastest) axis to the 32 lanes of a warp first, so with
+``BLOCK_G = 32 * num_warps`` each thread holds whole networks: every contraction
+(``tl.sum`` over a unit axis) is a chain of in-thread FMAs, no shuffles, and loads and
+stores of the network-minor parameters are coalesced along G.
+
+Each epoch goes sample by sample (the gradient of the mean loss is a sum over samples, and
+the weights do not change within an epoch): forward through the layers, output delta,
+delta recursion, accumulate ``z_prev^T delta`` into the gradient tiles; after the last
+sample, one SGD step.  Only one sample's activations are alive at a time, so N does not
+cost registers.
+
+Widths are padded to powers of two inside the kernel (tensor shapes must be); padded units
+hold zero weights and zero biases and stay exactly zero (pre-activation 0, tanh 0, zero
+outgoing weights, zero deltas), and padded outputs are masked out of the loss.  The cost
+is arithmetic on the padding: the lab network 2-5-3-1 computes on 2-8-4-1 tiles.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .activations import sigmoid, tanh
+
+__all__ = ["fused_train", "fused_limits", "MAX_HIDDEN", "MAX_WIDTH", "MAX_SAMPLES"]
+
+MAX_HIDDEN = 4        # hidden layers (5 layer slots in the kernel)
+MAX_WIDTH = 32        # every layer width, inputs and outputs included
+MAX_SAMPLES = 4096    # N: samples are a runtime loop, this only bounds the launch time per epoch
+NUM_WARPS = 4
+# Per-thread budget for the parameter + gradient tiles of one network (float32 words) at
+# one network per thread.  The lab network needs 2 * (2*8 + 8*4 + 4*1 + 8 + 4 + 1) = 130.
+_PARAM_REGS = 160
+# Words per program when a network spreads over threads (see block_g): ~70 per thread.
+_SPREAD_WORDS = 9000
+
+
+@triton.jit
+def _load_tile(p_ptr, OFF: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
+               KP: tl.constexpr, MP: tl.constexpr, offs_g, mask_g, G):
+    """Rows OFF .. OFF+K*M of the packed parameters as a [KP, MP, BLOCK_G] tile (0 padded)."""
+    offs_k = tl.arange(0, KP)[:, None, None]
+    offs_m = tl.arange(0, MP)[None, :, None]
+    row = OFF + offs_k * M + offs_m
+    mask = (offs_k < K) & (offs_m < M) & mask_g[None, None, :]
+    return tl.load(p_ptr + row.to(tl.int64) * G + offs_g[None, None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_tile(p_ptr, t, OFF: tl.constexpr, K: tl.constexpr, M: tl.constexpr,
+                KP: tl.constexpr, MP: tl.constexpr, offs_g, mask_g, G):
+    offs_k = tl.arange(0, KP)[:, None, None]
+    offs_m = tl.arange(0, MP)[None, :, None]
+    row = OFF + offs_k * M + offs_m
+    mask = (offs_k < K) & (offs_m < M) & mask_g[None, None, :]
+    tl.store(p_ptr + row.to(tl.int64) * G + offs_g[None, None, :], t, mask=mask)
+
+
+@triton.jit
+def _load_vec(p_ptr, OFF: tl.constexpr, M: tl.constexpr, MP: tl.constexpr, offs_g, mask_g, G):
+    """Rows OFF .. OFF+M of the packed parameters as a [MP, BLOCK_G] tile (0 padded)."""
+    offs_m = tl.arange(0, MP)[:, None]
+    mask = (offs_m < M) & mask_g[None, :]
+    return tl.load(p_ptr + (OFF + offs_m).to(tl.int64) * G + offs_g[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_vec(p_ptr, t, OFF: tl.constexpr, M: tl.constexpr, MP: tl.constexpr, offs_g, mask_g, G):
+    offs_m = tl.arange(0, MP)[:, None]
+    mask = (offs_m < M) & mask_g[None, :]
+    tl.store(p_ptr + (OFF + offs_m).to(tl.int64) * G + offs_g[None, :], t, mask=mask)
+
+
+@triton.jit
+def _dense(h, w, b):
+    """z_in [MP, BG] = sum_k h[k] * w[k, :] + b  with h [KP, BG] (or [KP, 1] for shared x)."""
+    return tl.sum(h[:, None, :] * w, axis=0) + b
+
+
+@triton.jit
+def _back(d, w, h):
+    """delta of the layer below: (w @ d) * tanh'(h), from its saved output h [KP, BG]."""
+    return tl.sum(w * d[None, :, :], axis=1) * (1.0 - h * h)
+
+
+@triton.jit
+def _fused_train_kernel(
+        x_ptr, y_ptr,                       # x [N, D0], y [N, D_out], contiguous, shared
+        p_ptr,                              # packed parameters [P, G]: W1, b1, W2, b2, ... rows
+        lr_ptr, active_ptr,                 # [G] learning rates, [G] int8 (1 = training)
+        loss_ptr, s_loss,                   # [ceil(E / RECORD_EVERY), G] loss history, row stride
+        G, N, E, inv_count, grad_scale,     # runtime: networks, samples, epochs, 1/(N D_out), 2/(N D_out)
+        NUM_LAYERS: tl.constexpr,
+        D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, D4: tl.constexpr,
+        D5: tl.constexpr,
+        P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, P4: tl.constexpr,
+        P5: tl.constexpr,
+        RECORD_EVERY: tl.constexpr, BLOCK_G: tl.constexpr):
+    # Packed row offsets of each layer's weight and bias (constexpr arithmetic).
+    OW1: tl.constexpr = 0
+    OB1: tl.constexpr = OW1 + D0 * D1
+    OW2: tl.constexpr = OB1 + D1
+    OB2: tl.constexpr = OW2 + D1 * D2
+    OW3: tl.constexpr = OB2 + D2
+    OB3: tl.constexpr = OW3 + D2 * D3
+    OW4: tl.constexpr = OB3 + D3
+    OB4: tl.constexpr = OW4 + D3 * D4
+    OW5: tl.constexpr = OB4 + D4
+    OB5: tl.constexpr = OW5 + D4 * D5
+
+    pid = tl.program_id(0)
+    offs_g = pid * BLOCK_G + tl.arange(0, BLOCK_G)
+    mask_g = offs_g < G
+
+    # ---- parameters into registers (zero beyond the real widths and networks) ----------
+    w1 = _load_tile(p_ptr, OW1, D0, D1, P0, P1, offs_g, mask_g, G)
+    b1 = _load_vec(p_ptr, OB1, D1, P1, offs_g, mask_g, G)
+    if NUM_LAYERS >= 2:
+        w2 = _load_tile(p_ptr, OW2, D1, D2, P1, P2, offs_g, mask_g, G)
+        b2 = _load_vec(p_ptr, OB2, D2, P2, offs_g, mask_g, G)
+    if NUM_LAYERS >= 3:
+        w3 = _load_tile(p_ptr, OW3, D2, D3, P2, P3, offs_g, mask_g, G)
+        b3 = _load_vec(p_ptr, OB3, D3, P3, offs_g, mask_g, G)
+    if NUM_LAYERS >= 4:
+        w4 = _load_tile(p_ptr, OW4, D3, D4, P3, P4, offs_g, mask_g, G)
+        b4 = _load_vec(p_ptr, OB4, D4, P4, offs_g, mask_g, G)
+    if NUM_LAYERS >= 5:
+        w5 = _load_tile(p_ptr, OW5, D4, D5, P4, P5, offs_g, mask_g, G)
+        b5 = _load_vec(p_ptr, OB5, D5, P5, offs_g, mask_g, G)
+    lr = tl.load(lr_ptr + offs_g, mask=mask_g, other=0.0)
+    active = tl.load(active_ptr + offs_g, mask=mask_g, other=0) != 0
+
+    # The output layer's width and padded width.
+    if NUM_LAYERS == 1:
+        DO: tl.constexpr = D1
+        PO: tl.constexpr = P1
+    elif NUM_LAYERS == 2:
+        DO: tl.constexpr = D2
+        PO: tl.constexpr = P2
+    elif NUM_LAYERS == 3:
+        DO: tl.constexpr = D3
+        PO: tl.constexpr = P3
+    elif NUM_LAYERS == 4:
+        DO: tl.constexpr = D4
+        PO: tl.constexpr = P4
+    else:
+        DO: tl.constexpr = D5
+        PO: tl.constexpr = P5
+    p_loss = loss_ptr + offs_g
+    offs_in = tl.arange(0, P0)
+    offs_out = tl.arange(0, PO)
+    mask_in = offs_in < D0
+    mask_out = offs_out < DO
+
+    for e in range(E):
+        gw1 = tl.zeros_like(w1)
+        gb1 = tl.zeros_like(b1)
+        if NUM_LAYERS >= 2:
+            gw2 = tl.zeros_like(w2)
+            gb2 = tl.zeros_like(b2)
+        if NUM_LAYERS >= 3:
+            gw3 = tl.zeros_like(w3)
+            gb3 = tl.zeros_like(b3)
+        if NUM_LAYERS >= 4:
+            gw4 = tl.zeros_like(w4)
+            gb4 = tl.zeros_like(b4)
+        if NUM_LAYERS >= 5:
+            gw5 = tl.zeros_like(w5)
+            gb5 = tl.zeros_like(b5)
+        loss = tl.zeros([BLOCK_G], dtype=w1.dtype)
+        for n in range(N):
+            # x[n] and y[n]: the same address for every thread (broadcast loads, L1 hits).
+            h0 = tl.load(x_ptr + n * D0 + offs_in, mask=mask_in, other=0.0)[:, None]
+            yn = tl.load(y_ptr + n * DO + offs_out, mask=mask_out, other=0.0)[:, None]
+            # ---- forward: hidden layers tanh, output layer sigmoid ----------------------
+            if NUM_LAYERS == 1:
+                out = sigmoid(_dense(h0, w1, b1))
+            else:
+                h1 = tanh(_dense(h0, w1, b1))
+                if NUM_LAYERS == 2:
+                    out = sigmoid(_dense(h1, w2, b2))
+                else:
+                    h2 = tanh(_dense(h1, w2, b2))
+                    if NUM_LAYERS == 3:
+                        out = sigmoid(_dense(h2, w3, b3))
+                    else:
+                        h3 = tanh(_dense(h2, w3, b3))
+                        if NUM_LAYERS == 4:
+                            out = sigmoid(_dense(h3, w4, b4))
+                        else:
+                            h4 = tanh(_dense(h3, w4, b4))
+                            out = sigmoid(_dense(h4, w5, b5))
+            # ---- output delta and loss: MSE over the N * D_out elements ------------------
+            diff = tl.where(mask_out[:, None], out - yn, 0.0)
+            loss += tl.sum(diff * diff, axis=0)
+            d = diff * grad_scale * (out - out * out)
+            # ---- backward: accumulate z_prev^T delta, then the delta of the layer below --
+            if NUM_LAYERS == 5:
+                gw5 += h4[:, None, :] * d[None, :, :]
+                gb5 += d
+                d = _back(d, w5, h4)
+            if NUM_LAYERS >= 4:
+                gw4 += h3[:, None, :] * d[None, :, :]
+                gb4 += d
+                d = _back(d, w4, h3)
+            if NUM_LAYERS >= 3:
+                gw3 += h2[:, None, :] * d[None, :, :]
+                gb3 += d
+                d = _back(d, w3, h2)
+            if NUM_LAYERS >= 2:
+                gw2 += h1[:, None, :] * d[None, :, :]
+                gb2 += d
+                d = _back(d, w2, h1)
+            gw1 += h0[:, None, :] * d[None, :, :]
+            gb1 += d
+        loss = loss * inv_count
+        if e % RECORD_EVERY == 0:
+            tl.store(p_loss, loss, mask=mask_g)
+            p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G
+        # A network whose loss is non-finite stops here: loss - loss is 0 only when finite.
+        active = active & ((loss - loss) == 0.0)
+        # ---- SGD step; frozen networks keep their parameters bit for bit ------------------
+        step = tl.where(active, lr, 0.0)
+        live = active[None, :]
+        w1 = tl.where(live[None, :, :], w1 - step[None, None, :] * gw1, w1)
+        b1 = tl.where(live, b1 - step[None, :] * gb1, b1)
+        if NUM_LAYERS >= 2:
+            w2 = tl.where(live[None, :, :], w2 - step[None, None, :] * gw2, w2)
+            b2 = tl.where(live, b2 - step[None, :] * gb2, b2)
+        if NUM_LAYERS >= 3:
+            w3 = tl.where(live[None, :, :], w3 - step[None, None, :] * gw3, w3)
+            b3 = tl.where(live, b3 - step[None, :] * gb3, b3)
+        if NUM_LAYERS >= 4:
+            w4 = tl.where(live[None, :, :], w4 - step[None, None, :] * gw4, w4)
+            b4 = tl.where(live, b4 - step[None, :] * gb4, b4)
+        if NUM_LAYERS >= 5:
+            w5 = tl.where(live[None, :, :], w5 - step[None, None, :] * gw5, w5)
+            b5 = tl.where(live, b5 - step[None, :] * gb5, b5)
+
+    # ---- results back to device memory ----------------------------------------------------
+    _store_tile(p_ptr, w1, OW1, D0, D1, P0, P1, offs_g, mask_g, G)
+    _store_vec(p_ptr, b1, OB1, D1, P1, offs_g, mask_g, G)
+    if NUM_LAYERS >= 2:
+        _store_tile(p_ptr, w2, OW2, D1, D2, P1, P2, offs_g, mask_g, G)
+        _store_vec(p_ptr, b2, OB2, D2, P2, offs_g, mask_g, G)
+    if NUM_LAYERS >= 3:
+        _store_tile(p_ptr, w3, OW3, D2, D3, P2, P3, offs_g, mask_g, G)
+        _store_vec(p_ptr, b3, OB3, D3, P3, offs_g, mask_g, G)
+    if NUM_LAYERS >= 4:
+        _store_tile(p_ptr, w4, OW4, D3, D4, P3, P4, offs_g, mask_g, G)
+        _store_vec(p_ptr, b4, OB4, D4, P4, offs_g, mask_g, G)
+    if NUM_LAYERS >= 5:
+        _store_tile(p_ptr, w5, OW5, D4, D5, P4, P5, offs_g, mask_g, G)
+        _store_vec(p_ptr, b5, OB5, D5, P5, offs_g, mask_g, G)
+    tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def fused_limits(sizes, N: int) -> str | None:
+    """None when the fused kernel takes this architecture and sample count, else why not."""
+    hidden = len(sizes) - 2
+    if hidden > MAX_HIDDEN:
+        return f"{hidden} hidden layers (the fused kernel takes at most {MAX_HIDDEN})"
+    if max(sizes) > MAX_WIDTH:
+        return f"a layer of width {max(sizes)} (the fused kernel takes widths up to {MAX_WIDTH})"
+    if N > MAX_SAMPLES:
+        return f"N = {N} samples (the fused kernel takes at most {MAX_SAMPLES})"
+    return None
+
+
+def block_g(sizes) -> int:
+    """Networks per program, by rule.
+
+    ``words`` = parameters + gradient accumulators of one network on padded tiles.  When
+    they fit one thread (<= ``_PARAM_REGS``) a program takes 32 * NUM_WARPS networks, one
+    per thread (lab network: 130 words -> BLOCK_G 128, 235 registers on sm_90, no spills).
+    Otherwise a network's tiles spread over several threads, the contractions become
+    cross-thread reductions, and BLOCK_G is the largest power of two with
+    ``words * BLOCK_G <= _SPREAD_WORDS``.  Measured by AOT compiles for sm_80 and sm_90
+    (Triton 3.9, 4 warps): the largest spill-free BLOCK_G was 32 for 2-8-8-1 (210 words),
+    8 for 2-16-16-1 (674) and 8-8-8-8-8-1 (594), 2 for 2-32-32-1 (2370) and 32-32-32-1
+    (4290), 1 for 2-32-32-32-32-1 (6594); the rule reproduces each of them.
+    """
+    pads = [_next_pow2(s) for s in sizes]
+    words = 2 * sum(a * b + b for a, b in zip(pads[:-1], pads[1:]))
+    if words <= _PARAM_REGS:
+        return 32 * NUM_WARPS
+    bg = 32 * NUM_WARPS
+    while bg > 1 and words * bg > _SPREAD_WORDS:
+        bg //= 2
+    return bg
+
+
+def config(sizes, record_every: int = 1, G: int | None = None) -> dict:
+    """The constexpr configuration the launcher uses for ``sizes`` (also for AOT compiles).
+    A population smaller than a block gets a block of its own size (rounded up to a power
+    of two): fewer idle lanes, and far less work in the interpreter."""
+    dims = list(sizes) + [1] * (6 - len(sizes))
+    pads = [_next_pow2(d) for d in dims]
+    bg = block_g(sizes) if G is None else min(block_g(sizes), _next_pow2(G))
+    meta = dict(NUM_LAYERS=len(sizes) - 1, RECORD_EVERY=record_every, BLOCK_G=bg)
+    meta.update({f"D{i}": d for i, d in enumerate(dims)})
+    meta.update({f"P{i}": p for i, p in enumerate(pads)})
+    return meta
+
+
+def pack(weights, biases) -> torch.Tensor:
+    """Network-minor packed parameters [P, G]: rows W1 (row-major [n_in, n_out]), b1, W2, ..."""
+    G = weights[0].shape[0]
+    rows = []
+    for w, b in zip(weights, biases):
+        rows.append(w.permute(1, 2, 0).reshape(-1, G))
+        rows.append(b.t())
+    return torch.cat(rows).contiguous()
+
+
+def unpack_into(packed: torch.Tensor, weights, biases) -> None:
+    """Copy packed parameters back into the population's tensors (any strides)."""
+    G, r = packed.shape[1], 0
+    for w, b in zip(weights, biases):
+        n_in, n_out = w.shape[1], w.shape[2]
+        w.copy_(packed[r:r + n_in * n_out].reshape(n_in, n_out, G).permute(2, 0, 1))
+        r += n_in * n_out
+        b.copy_(packed[r:r + n_out].t())
+        r += n_out
+
+
+def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
+                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1) -> None:
+    """Train for ``epochs`` epochs in one launch, in place on ``packed`` [P, G] and ``active``.
+
+    x [N, n_in] and y [N, n_out] are shared by all networks; lr [G]; active [G] int8
+    (0 = frozen: never updated, and set to 0 here when a network's loss turns non-finite);
+    loss_out [ceil(epochs / record_every), G] receives the loss at the start of every
+    ``record_every``-th epoch.  Limits: :func:`fused_limits`.
+    """
+    sizes = [int(s) for s in sizes]
+    N = x.shape[0]
+    why = fused_limits(sizes, N)
+    if why is not None:
+        raise ValueError(f"backend='fused' cannot train {why}; use backend='triton' or backend='torch'")
+    if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
+        raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
+                         f"networks), got {list(x.shape)} and {list(y.shape)}")
+    G = packed.shape[1]
+    P = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if tuple(packed.shape) != (P, G) or not packed.is_contiguous():
+        raise ValueError(f"fused_train: packed must be a contiguous [{P}, {G}] tensor, got {list(packed.shape)}")
+    if packed.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"fused_train: parameters must be float32 or float64, got {packed.dtype}")
+    rows = -(-epochs // record_every)
+    if tuple(loss_out.shape) != (rows, G) or (G > 1 and loss_out.stride(1) != 1):
+        raise ValueError(f"fused_train: loss_out must be a [{rows}, {G}] tensor with unit stride along G")
+    for name, t, dt in (("x", x, packed.dtype), ("y", y, packed.dtype), ("lr", lr, packed.dtype),
+                        ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
+        if t.dtype != dt or t.device != packed.device:
+            raise ValueError(f"fused_train: {name} must be {dt} on {packed.device}, got {t.dtype} on {t.device}")
+    if epochs == 0:
+        return
+    meta = config(sizes, record_every, G)
+    count = N * sizes[-1]
+    grid = (triton.cdiv(G, meta["BLOCK_G"]),)
+    _fused_train_kernel[grid](x.contiguous(), y.contiguous(), packed, lr.contiguous(), active, loss_out,
+                              loss_out.stride(0), G, N, epochs, 1.0 / count, 2.0 / count, num_warps=NUM_WARPS, **meta)
