@@ -1,4 +1,5 @@
-"""Command line: ``fastmlp train`` (the lab at scale; what ``make demo`` runs)."""
+"""Command line: ``fastmlp train`` (the lab at scale; what ``make demo`` runs) and
+``fastmlp sweep`` (the lab's closing questions over a grid, see :mod:`fastmlp.sweep`)."""
 from __future__ import annotations
 
 import argparse
@@ -87,7 +88,101 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="runs/train", help="run folder to write")
     t.add_argument("--eps", type=float, default=0.01, help="a network has converged when its final loss < eps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.sweep_parser = _add_sweep_parser(sub)  # its errors read "fastmlp sweep: error: ..."
     return parser
+
+
+# -- fastmlp sweep ------------------------------------------------------------------------
+SWEEP_DEFAULTS = dict(hidden=["5,3"], lr=[0.25], init=["glorot_uniform"], dataset=["five_points"], seeds="256",
+                      epochs=2500, eps=0.01, out="runs/sweep")
+
+
+def _comma_list(convert):
+    """An argparse type: ``"0.1,0.25"`` -> [0.1, 0.25] (with nargs="+" and append: any mix of
+    repeated flags, several values and comma lists)."""
+    def parse(text: str) -> list:
+        parts = [p.strip() for p in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"empty value in {text!r}")
+        return [convert(p) for p in parts]
+    return parse
+
+
+def _eps(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"the convergence threshold must be a finite number > 0, got {text!r}")
+    return v
+
+
+def _epochs(text: str) -> int:
+    v = _positive_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {v}")
+    return v
+
+
+def _add_sweep_parser(sub) -> argparse.ArgumentParser:
+    d = SWEEP_DEFAULTS
+    s = sub.add_parser(
+        "sweep", help="train a grid of configurations on the same seeds; statistics, plots, resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every (dataset, architecture, init, lr) configuration trains the same seeds.\n"
+                    "Flags taking a grid accept several values, commas, or repeats:\n"
+                    "  --hidden 5,3 8 4,4,4   --lr 0.1,0.25 1   --init he_normal --init normal:0.1@2\n"
+                    "Re-running the same command into the same --out folder resumes it.")
+    s.add_argument("--hidden", action="append", nargs="+", type=parse_hidden, metavar="W1,W2,...",
+                   help=f"architectures: hidden widths, comma-separated ('none': no hidden layer); default {d['hidden'][0]}")
+    s.add_argument("--lr", action="append", nargs="+", type=_comma_list(_lr), metavar="LR",
+                   help=f"learning rates; default {d['lr'][0]}")
+    s.add_argument("--init", action="append", nargs="+", type=_comma_list(str), metavar="SCHEME[@GAIN]",
+                   help="init schemes: glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, "
+                        "lecun_uniform, normal[:std], uniform[:bound], zeros; '@GAIN' sets a gain for one "
+                        f"scheme; default {d['init'][0]}")
+    s.add_argument("--dataset", action="append", nargs="+", metavar="NAME",
+                   help="five_points, xor, circles, moons, spirals, or csv:PATH; default five_points")
+    s.add_argument("--seeds", type=parse_seeds, default=d["seeds"],
+                   help="seeds per configuration: a count (256), a range a:b, or a list a,b,c; default 256")
+    s.add_argument("--epochs", type=_epochs, default=d["epochs"], help="default 2500")
+    s.add_argument("--eps", type=_eps, default=d["eps"],
+                   help="a network has converged when its final loss < eps; default 0.01")
+    s.add_argument("--gain", type=float, default=1.0, help="gain of every init without '@GAIN'; default 1")
+    s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    s.add_argument("--backend", default="auto", help="auto, torch or triton; default auto")
+    s.add_argument("--out", default=d["out"], help=f"the sweep folder; default {d['out']}")
+    s.add_argument("--formats", type=_comma_list(str), default=["png", "pdf"], help="figure formats; default png,pdf")
+    s.add_argument("--no-plots", action="store_true", help="statistics only")
+    s.add_argument("--save-losses", action="store_true", help="keep every network's loss history (big)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return s
+
+
+def _flatten(groups, default):
+    if groups is None:
+        return list(default)
+    return [v for group in groups for item in group for v in (item if isinstance(item, list) else [item])]
+
+
+def cmd_sweep(args, parser, argv) -> int:
+    import shlex
+
+    from .sweep import SweepSpecError, sweep
+
+    hidden = [h for group in (args.hidden or [[parse_hidden(h) for h in SWEEP_DEFAULTS["hidden"]]]) for h in group]
+    try:
+        sweep(args.out, hidden=hidden, lr=_flatten(args.lr, SWEEP_DEFAULTS["lr"]),
+              init=_flatten(args.init, SWEEP_DEFAULTS["init"]), datasets=_flatten(args.dataset, SWEEP_DEFAULTS["dataset"]),
+              seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
+              device=args.device, backend=args.backend, progress=False if args.no_progress else None,
+              plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
+              command="fastmlp " + shlex.join(argv))
+    except SweepSpecError as e:
+        getattr(parser, "sweep_parser", parser).error(f"{e.flag}: {e.message}")
+    return 0
 
 
 def cmd_train(args, parser) -> int:
@@ -131,9 +226,12 @@ def cmd_train(args, parser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command == "train":
         return cmd_train(args, parser)
+    if args.command == "sweep":
+        return cmd_sweep(args, parser, argv)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -18,7 +18,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ["decision_boundaries", "loss_curves", "save"]
+__all__ = ["boundary_gallery", "converged_heatmaps", "decision_boundaries", "epochs_ecdf", "loss_bands",
+           "loss_curves", "save"]
 
 # Quantile band drawn around the median.
 _BAND = (0.05, 0.95)
@@ -293,3 +294,246 @@ def save(fig, path_without_suffix: Union[str, os.PathLike],
         fig.savefig(path, format=fmt, dpi=150)
         paths.append(path)
     return paths
+
+
+# ----------------------------------------------------------------------- sweeps
+# Figures of a sweep (fastmlp.sweep): a grid of configurations, one panel per
+# (architecture, init) and one curve per learning rate. They take precomputed
+# numbers (quantile curves, fractions, epochs-to-eps), not TrainResults, so a
+# resumed sweep can draw them from its saved configuration files.
+
+def _panel_grid(count: int, ncols: int, panel_size: Tuple[float, float], extra_height: float = 0.0,
+                share: bool = False):
+    cols = max(1, min(ncols, count))
+    rows = math.ceil(count / cols)
+    fig = _new_figure((panel_size[0] * cols + 0.4, panel_size[1] * rows + extra_height))
+    # share: one scale for every panel, so panels compare at a glance.
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=share, sharey=share)
+    for k, ax in enumerate(axes.flat):
+        if k >= count:
+            ax.set_visible(False)
+    return fig, list(axes.flat)[:count], cols
+
+
+def _curve_colors(n: int):
+    from matplotlib import colormaps
+
+    # viridis without its yellow end (unreadable on white): low lr dark, high lr light.
+    cmap = colormaps["viridis"]
+    return [cmap(0.85 * k / max(n - 1, 1)) for k in range(n)]
+
+
+def _check_panels(panels, what: str):
+    if not hasattr(panels, "items"):
+        raise TypeError(f"panels must map a panel title to {what}, got {type(panels).__name__}")
+    panels = list(panels.items())
+    if not panels:
+        raise ValueError("panels must hold at least one panel")
+    return panels
+
+
+def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_points: int = 1000,
+               band: Tuple[float, float] = _BAND):
+    """Median loss and a shaded band per curve, from precomputed quantiles, log y.
+
+    ``panels`` maps a panel title to a list of ``(label, q)`` with ``q`` [3, epochs] =
+    (low quantile, median, high quantile) of the loss over networks at each epoch (e.g.
+    ``stats.loss_quantile_curves(losses, (0.05, 0.5, 0.95))``); ``band`` names the low
+    and high quantiles for the legend. Curves with the same label get the same colour in
+    every panel and one shared legend. Curves are thinned to at most ``max_points``
+    epochs (every k-th, the last one kept). Losses of 0 are drawn at the smallest
+    positive value. Returns the Figure.
+    """
+    panels = _check_panels(panels, "a list of (label, quantiles [3, epochs])")
+    labels: List[str] = []
+    for _, curves in panels:
+        for label, _q in curves:
+            if label not in labels:
+                labels.append(label)
+    colors = dict(zip(labels, _curve_colors(len(labels))))
+    fig, axes, _ = _panel_grid(len(panels), ncols, (3.3, 2.6), extra_height=0.5, share=True)
+    handles = {}
+    for ax, (panel_title, curves) in zip(axes, panels):
+        for label, q in curves:
+            q = torch.as_tensor(q).detach().to("cpu", torch.float64)
+            if q.dim() != 2 or q.shape[0] != 3 or q.shape[1] < 1:
+                raise ValueError(f"panel {panel_title!r}, curve {label!r}: quantiles must be [3, epochs], "
+                                 f"got shape {tuple(q.shape)}")
+            epochs = q.shape[1]
+            step = max(1, math.ceil(epochs / max_points))
+            keep = torch.arange(0, epochs, step)
+            if keep[-1] != epochs - 1:
+                keep = torch.cat([keep, torch.tensor([epochs - 1])])
+            q = q[:, keep]
+            positive = q[q > 0]
+            floor = positive.min().item() if positive.numel() else 1e-30
+            q = q.clamp(min=floor)
+            epoch = (keep + 1).numpy()
+            (line,) = ax.plot(epoch, q[1].numpy(), color=colors[label], linewidth=1.3)
+            ax.fill_between(epoch, q[0].numpy(), q[2].numpy(), color=colors[label], alpha=0.18,
+                            linewidth=0)
+            handles.setdefault(label, line)
+        ax.set_title(panel_title, fontsize="medium")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_yscale("log")  # shared by every panel
+    y_min = min(ax.dataLim.intervaly[0] for ax in axes)
+    y_max = max(ax.dataLim.intervaly[1] for ax in axes)
+    if not (math.isfinite(y_min) and math.isfinite(y_max) and y_min > 0):
+        axes[0].set_ylim(1e-4, 1.0)
+    _outer_labels(axes, ncols, "epoch", "MSE loss", shared=True)
+    lo, hi = band
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center",
+               ncols=min(len(labels), 6), title=f"median of the networks; shaded: {lo:.0%}\u2013{hi:.0%}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _outer_labels(axes, ncols: int, xlabel: str, ylabel: str, shared: bool = False) -> None:
+    """Axis labels on the bottom panel of each column and on the first column only (and,
+    for ``shared`` axes, tick labels there only)."""
+    count = len(axes)
+    cols = max(1, min(ncols, count))
+    for k, ax in enumerate(axes):
+        if k + cols >= count:
+            ax.set_xlabel(xlabel)
+        elif shared:
+            ax.tick_params(labelbottom=False)
+        if k % cols == 0:
+            ax.set_ylabel(ylabel)
+        elif shared:
+            ax.tick_params(labelleft=False)
+
+
+def _percent(v: float) -> str:
+    """A fraction as a percentage that never rounds to 0% or 100% when it is not."""
+    if 0.0 < v < 0.005 or 0.995 <= v < 1.0:
+        return f"{v:.1%}" if 0.0005 <= v <= 0.9995 else ("<0.1%" if v < 0.5 else ">99.9%")
+    return f"{v:.0%}"
+
+
+def converged_heatmaps(panels, row_labels: Sequence[str], col_labels: Sequence[str], *,
+                       row_name: str = "init", col_name: str = "learning rate",
+                       value_name: str = "converged fraction", ncols: int = 3,
+                       title: Optional[str] = None):
+    """One annotated heatmap per panel of a fraction over (row, column), e.g. converged
+    fraction over init (rows) x learning rate (columns), one panel per architecture.
+
+    ``panels`` maps a panel title to a tensor [len(row_labels), len(col_labels)] of values
+    in [0, 1] (NaN = not run: left blank). One colour scale (0..1) for every panel.
+    Returns the Figure.
+    """
+    panels = _check_panels(panels, f"a [{len(row_labels)}, {len(col_labels)}] tensor")
+    R, C = len(row_labels), len(col_labels)
+    if R < 1 or C < 1:
+        raise ValueError("row_labels and col_labels must be non-empty")
+    longest = max(len(str(r)) for r in row_labels)
+    width = 0.62 * C + 0.075 * longest + 0.9
+    fig, axes, _ = _panel_grid(len(panels), ncols, (width, 0.42 * R + 1.2))
+    image = None
+    for k, (ax, (panel_title, values)) in enumerate(zip(axes, panels)):
+        v = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+        if tuple(v.shape) != (R, C):
+            raise ValueError(f"panel {panel_title!r}: values must be [{R}, {C}], got {tuple(v.shape)}")
+        image = ax.imshow(v.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        for i in range(R):
+            for j in range(C):
+                val = float(v[i, j])
+                if math.isnan(val):
+                    continue
+                ax.text(j, i, _percent(val), ha="center", va="center", fontsize="small",
+                        color="black" if val > 0.6 else "white")
+        ax.set_xticks(range(C), [str(c) for c in col_labels])
+        ax.set_yticks(range(R), [str(r) for r in row_labels] if k % ncols == 0 else [""] * R)
+        ax.set_title(panel_title, fontsize="medium")
+        ax.tick_params(length=0)
+    _outer_labels(axes, ncols, col_name, row_name)
+    fig.colorbar(image, ax=axes, label=value_name, shrink=0.9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def epochs_ecdf(panels, epochs: int, *, eps: float, ncols: int = 4, title: Optional[str] = None):
+    """Empirical CDF of the epochs each network needed to reach a loss below ``eps``.
+
+    ``panels`` maps a panel title to a list of ``(label, epochs_to [S])`` with
+    ``epochs_to`` from :func:`fastmlp.stats.epochs_to_eps` (-1 = never reached). The
+    curve at epoch e is the fraction of all S networks whose loss is below ``eps`` after
+    e updates, so it levels off at the converged fraction: networks that never got there
+    keep it below 1. Log x from 1 to ``epochs``; same label, same colour in every panel.
+    Returns the Figure.
+    """
+    panels = _check_panels(panels, "a list of (label, epochs_to [S])")
+    epochs = _check_int("epochs", epochs, 1)
+    labels: List[str] = []
+    for _, curves in panels:
+        for label, _e in curves:
+            if label not in labels:
+                labels.append(label)
+    colors = dict(zip(labels, _curve_colors(len(labels))))
+    fig, axes, _ = _panel_grid(len(panels), ncols, (3.3, 2.5), extra_height=0.5, share=True)
+    handles = {}
+    for ax, (panel_title, curves) in zip(axes, panels):
+        any_reached = False
+        for label, e in curves:
+            e = torch.as_tensor(e).detach().to("cpu", torch.int64).flatten()
+            S = e.numel()
+            if S == 0:
+                raise ValueError(f"panel {panel_title!r}, curve {label!r}: no networks")
+            reached = torch.sort(e[e >= 0]).values.clamp(min=1).to(torch.float64)
+            xs = torch.cat([torch.tensor([1.0]), reached, torch.tensor([float(epochs)])])
+            ys = torch.cat([torch.tensor([0.0]), torch.arange(1, reached.numel() + 1) / S,
+                            torch.tensor([reached.numel() / S])])
+            (line,) = ax.step(xs.numpy(), ys.numpy(), where="post", color=colors[label], linewidth=1.3)
+            handles.setdefault(label, line)
+            any_reached = any_reached or reached.numel() > 0
+        if not any_reached:
+            ax.text(0.5, 0.5, f"no network reached\nloss < {eps:g}", transform=ax.transAxes,
+                    ha="center", va="center", fontsize="small")
+        ax.set_xscale("log")
+        ax.set_xlim(1, epochs)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(panel_title, fontsize="medium")
+        ax.grid(True, which="major", alpha=0.3)
+    _outer_labels(axes, ncols, "epoch", f"fraction with loss < {eps:g}", shared=True)
+    fig.legend([handles[k] for k in labels], labels, loc="outside lower center", ncols=min(len(labels), 6))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def boundary_gallery(x: Tensor, y: Tensor, rows, *, title: Optional[str] = None,
+                     grid_range: Tuple[float, float] = (-2.0, 2.0), resolution: int = 50):
+    """Decision boundaries of several groups of networks, one group a row (as in the lab).
+
+    ``rows`` is a list of ``(row_label, predict, titles)``: ``predict(grid [M, 2])`` returns
+    [k, M] or [k, M, 1] for the row's k networks (e.g. a small population's ``predict``),
+    ``titles`` one string per network. Every row must have the same k. Panels are titled
+    ``"row_label\\ntitle"``. Built on :func:`decision_boundaries`. Returns the Figure.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows must hold at least one (row_label, predict, titles)")
+    k = len(rows[0][2])
+    if k < 1 or any(len(r[2]) != k for r in rows):
+        raise ValueError(f"every row needs the same number (>= 1) of networks, got {[len(r[2]) for r in rows]}")
+
+    def predict(grid):
+        out = []
+        for _label, fn, _titles in rows:
+            p = torch.as_tensor(fn(grid)).detach()
+            if p.dim() == 3 and p.shape[2] == 1:
+                p = p[..., 0]
+            if p.dim() != 2 or p.shape[0] != k:
+                raise ValueError(f"row {_label!r}: predict must return [{k}, M] or [{k}, M, 1], "
+                                 f"got {tuple(p.shape)}")
+            out.append(p.to("cpu", torch.float64))
+        return torch.cat(out)
+
+    titles = [f"{label}\n{t}" for label, _fn, ts in rows for t in ts]
+    fig = decision_boundaries(x, y, predict, list(range(k * len(rows))), titles=titles, ncols=k,
+                              grid_range=grid_range, resolution=resolution)
+    if title:
+        fig.suptitle(title)
+    return fig
