@@ -81,6 +81,32 @@ def _store_vec(p_ptr, t, OFF: tl.constexpr, M: tl.constexpr, MP: tl.constexpr, o
 
 
 @triton.jit
+def _tanh_approx(x):
+    """``tanh.approx.f32``: one MUFU instruction (sm_75+), max relative error ~2**-10.7.
+    GPU only (inline PTX does not run in the interpreter); never the checked default."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                     is_pure=True, pack=1)
+
+
+@triton.jit
+def _hidden_act(x, FAST_TANH: tl.constexpr):
+    if FAST_TANH:
+        y = _tanh_approx(x)
+    else:
+        y = tanh(x)
+    return y
+
+
+@triton.jit
+def _output_act(x, FAST_TANH: tl.constexpr):
+    if FAST_TANH:
+        y = 0.5 * _tanh_approx(0.5 * x) + 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+    else:
+        y = sigmoid(x)
+    return y
+
+
+@triton.jit
 def _dense(h, w, b):
     """z_in [MP, BG] = sum_k h[k] * w[k, :] + b  with h [KP, BG] (or [KP, 1] for shared x)."""
     return tl.sum(h[:, None, :] * w, axis=0) + b
@@ -104,7 +130,7 @@ def _fused_train_kernel(
         D5: tl.constexpr,
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, P4: tl.constexpr,
         P5: tl.constexpr,
-        RECORD_EVERY: tl.constexpr, BLOCK_G: tl.constexpr):
+        RECORD_EVERY: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_G: tl.constexpr):
     # Packed row offsets of each layer's weight and bias (constexpr arithmetic).
     OW1: tl.constexpr = 0
     OB1: tl.constexpr = OW1 + D0 * D1
@@ -183,22 +209,22 @@ def _fused_train_kernel(
             yn = tl.load(y_ptr + n * DO + offs_out, mask=mask_out, other=0.0)[:, None]
             # ---- forward: hidden layers tanh, output layer sigmoid ----------------------
             if NUM_LAYERS == 1:
-                out = sigmoid(_dense(h0, w1, b1))
+                out = _output_act(_dense(h0, w1, b1), FAST_TANH)
             else:
-                h1 = tanh(_dense(h0, w1, b1))
+                h1 = _hidden_act(_dense(h0, w1, b1), FAST_TANH)
                 if NUM_LAYERS == 2:
-                    out = sigmoid(_dense(h1, w2, b2))
+                    out = _output_act(_dense(h1, w2, b2), FAST_TANH)
                 else:
-                    h2 = tanh(_dense(h1, w2, b2))
+                    h2 = _hidden_act(_dense(h1, w2, b2), FAST_TANH)
                     if NUM_LAYERS == 3:
-                        out = sigmoid(_dense(h2, w3, b3))
+                        out = _output_act(_dense(h2, w3, b3), FAST_TANH)
                     else:
-                        h3 = tanh(_dense(h2, w3, b3))
+                        h3 = _hidden_act(_dense(h2, w3, b3), FAST_TANH)
                         if NUM_LAYERS == 4:
-                            out = sigmoid(_dense(h3, w4, b4))
+                            out = _output_act(_dense(h3, w4, b4), FAST_TANH)
                         else:
-                            h4 = tanh(_dense(h3, w4, b4))
-                            out = sigmoid(_dense(h4, w5, b5))
+                            h4 = _hidden_act(_dense(h3, w4, b4), FAST_TANH)
+                            out = _output_act(_dense(h4, w5, b5), FAST_TANH)
             # ---- output delta and loss: MSE over the N * D_out elements ------------------
             diff = tl.where(mask_out[:, None], out - yn, 0.0)
             loss += tl.sum(diff * diff, axis=0)
@@ -303,14 +329,14 @@ def block_g(sizes) -> int:
     return bg
 
 
-def config(sizes, record_every: int = 1, G: int | None = None) -> dict:
+def config(sizes, record_every: int = 1, G: int | None = None, fast_tanh: bool = False) -> dict:
     """The constexpr configuration the launcher uses for ``sizes`` (also for AOT compiles).
     A population smaller than a block gets a block of its own size (rounded up to a power
     of two): fewer idle lanes, and far less work in the interpreter."""
     dims = list(sizes) + [1] * (6 - len(sizes))
     pads = [_next_pow2(d) for d in dims]
     bg = block_g(sizes) if G is None else min(block_g(sizes), _next_pow2(G))
-    meta = dict(NUM_LAYERS=len(sizes) - 1, RECORD_EVERY=record_every, BLOCK_G=bg)
+    meta = dict(NUM_LAYERS=len(sizes) - 1, RECORD_EVERY=record_every, FAST_TANH=fast_tanh, BLOCK_G=bg)
     meta.update({f"D{i}": d for i, d in enumerate(dims)})
     meta.update({f"P{i}": p for i, p in enumerate(pads)})
     return meta
@@ -338,13 +364,18 @@ def unpack_into(packed: torch.Tensor, weights, biases) -> None:
 
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
-                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1) -> None:
+                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False) -> None:
     """Train for ``epochs`` epochs in one launch, in place on ``packed`` [P, G] and ``active``.
 
     x [N, n_in] and y [N, n_out] are shared by all networks; lr [G]; active [G] int8
     (0 = frozen: never updated, and set to 0 here when a network's loss turns non-finite);
     loss_out [ceil(epochs / record_every), G] receives the loss at the start of every
     ``record_every``-th epoch.  Limits: :func:`fused_limits`.
+
+    ``fast_tanh`` (float32 on a GPU only) evaluates tanh and sigmoid with the hardware's
+    ``tanh.approx.f32`` instead of the exp-based forms: fewer instructions per network-epoch
+    (bench/roofline.py), relative error ~6e-4 per activation; it has its own, looser
+    tolerance in the CUDA tests and is never the default.
     """
     sizes = [int(s) for s in sizes]
     N = x.shape[0]
@@ -367,9 +398,11 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
                         ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
         if t.dtype != dt or t.device != packed.device:
             raise ValueError(f"fused_train: {name} must be {dt} on {packed.device}, got {t.dtype} on {t.device}")
+    if fast_tanh and packed.dtype != torch.float32:
+        raise ValueError("fused_train: fast_tanh needs float32 parameters")
     if epochs == 0:
         return
-    meta = config(sizes, record_every, G)
+    meta = config(sizes, record_every, G, fast_tanh)
     count = N * sizes[-1]
     grid = (triton.cdiv(G, meta["BLOCK_G"]),)
     _fused_train_kernel[grid](x.contiguous(), y.contiguous(), packed, lr.contiguous(), active, loss_out,
