@@ -58,11 +58,11 @@ def _delta_bwd_kernel(delta_ptr, w_ptr, z_ptr, out_ptr,          # pointers
         o_o += s_on
 
 
-def _launch_args(delta, w, z_prev, out) -> Launch:
+def _launch_args(delta, w, z_prev, out, bg: int | None = None) -> Launch:
     G, n_in, n_out = w.shape
     N = delta.shape[1]
     bi = block_w(n_in)
-    bg = block_g(bi, w.element_size())
+    bg = bg or block_g(bi, w.element_size())  # bg: override, for bench_kernels.py --sweep
     grid = (triton.cdiv(G, bg), triton.cdiv(n_in, bi))
     args = [delta, w, z_prev, out, G, N, *delta.stride(), *w.stride(), *z_prev.stride(), *out.stride()]
     meta = dict(N_IN=n_in, N_OUT=n_out, IDX64=needs_int64(delta, w, z_prev, out), BLOCK_G=bg, BLOCK_I=bi)

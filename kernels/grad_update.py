@@ -90,7 +90,7 @@ def _grad_update_kernel(z_ptr, delta_ptr, w_ptr, b_ptr, lr_ptr, frozen_ptr, wg_p
         tl.store(bg_ptr + offs_g[:, None] * s_bgg + offs_j[None, :] * s_bgj, acc, mask=mask)
 
 
-def _launch_args(z_prev, delta, w, b, lr, frozen, weight_grad, bias_grad) -> Launch:
+def _launch_args(z_prev, delta, w, b, lr, frozen, weight_grad, bias_grad, bg: int | None = None) -> Launch:
     G, n_in, n_out = w.shape
     N = delta.shape[1]
     shared = z_prev.dim() == 2
@@ -98,12 +98,12 @@ def _launch_args(z_prev, delta, w, b, lr, frozen, weight_grad, bias_grad) -> Lau
     write = weight_grad is not None
     # Unused pointers get a harmless stand-in (never dereferenced: HAS_FROZEN / WRITE_GRAD).
     f_arg, s_f = (frozen, frozen.stride(0)) if frozen is not None else (lr, 0)
-    wg, s_wg = (weight_grad, weight_grad.stride()) if write else (w, (0, 0, 0))
-    bg, s_bg = (bias_grad, bias_grad.stride()) if write else (b, (0, 0))
+    wg_arg, s_wg = (weight_grad, weight_grad.stride()) if write else (w, (0, 0, 0))
+    bg_arg, s_bg = (bias_grad, bias_grad.stride()) if write else (b, (0, 0))
     bj = block_w(n_out)
-    bgs = block_g(bj, w.element_size())
+    bgs = bg or block_g(bj, w.element_size())  # bg: override, for bench_kernels.py --sweep
     grid = (triton.cdiv(G, bgs), triton.cdiv(n_out, bj))
-    args = [z_prev, delta, w, b, lr, f_arg, wg, bg, G, N, *s_z, *delta.stride(), *w.stride(), *b.stride(),
+    args = [z_prev, delta, w, b, lr, f_arg, wg_arg, bg_arg, G, N, *s_z, *delta.stride(), *w.stride(), *b.stride(),
             lr.stride(0), s_f, *s_wg, *s_bg]
     meta = dict(N_IN=n_in, N_OUT=n_out, Z_SHARED=shared, HAS_FROZEN=frozen is not None, WRITE_GRAD=write,
                 IDX64=needs_int64(z_prev, delta, w, b, lr, frozen, weight_grad, bias_grad),

@@ -67,13 +67,13 @@ def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr,           # pointers
         o_z += s_zn
 
 
-def _launch_args(x, w, b, act, z) -> Launch:
+def _launch_args(x, w, b, act, z, bg: int | None = None) -> Launch:
     G, n_in, n_out = w.shape
     N = x.shape[-2]
     shared = x.dim() == 2
     s_x = (0, *x.stride()) if shared else x.stride()
     bj = block_w(n_out)
-    bg = block_g(bj, w.element_size())
+    bg = bg or block_g(bj, w.element_size())  # bg: override, for bench_kernels.py --sweep
     grid = (triton.cdiv(G, bg), triton.cdiv(n_out, bj))
     args = [x, w, b, z, G, N, *s_x, *w.stride(), *b.stride(), *z.stride()]
     meta = dict(N_IN=n_in, N_OUT=n_out, ACT=ACTS[act], X_SHARED=shared, IDX64=needs_int64(x, w, b, z),

@@ -62,12 +62,12 @@ def _output_delta_kernel(z_ptr, y_ptr, delta_ptr, loss_ptr,      # pointers
     tl.store(loss_ptr + offs_g * s_lg, loss, mask=mask_g)
 
 
-def _launch_args(z_out, y, delta, loss) -> Launch:
+def _launch_args(z_out, y, delta, loss, bg: int | None = None) -> Launch:
     G, N, n_out = z_out.shape
     shared = y.dim() == 2
     s_y = (0, *y.stride()) if shared else y.stride()
     bj = block_w(n_out)
-    bg = block_g(bj, z_out.element_size())
+    bg = bg or block_g(bj, z_out.element_size())  # bg: override, for bench_kernels.py --sweep
     args = [z_out, y, delta, loss, G, N, *z_out.stride(), *s_y, *delta.stride(), loss.stride(0)]
     meta = dict(N_OUT=n_out, Y_SHARED=shared, IDX64=needs_int64(z_out, y, delta, loss), BLOCK_G=bg, BLOCK_J=bj)
     return Launch(_output_delta_kernel, (triton.cdiv(G, bg),), args, meta)
