@@ -105,10 +105,17 @@ def check_float(op: str, *named) -> torch.dtype:
     return dtype
 
 
+# The @triton.jit decorator reads TRITON_INTERPRET when the kernel modules are imported.
+_INTERPRETED_AT_IMPORT = interpreting()
+
+
 def check_device(op: str, device: torch.device) -> None:
     if device.type == "cuda" or device.type == "meta":
         return
     if device.type == "cpu" and interpreting():
+        if not _INTERPRETED_AT_IMPORT:
+            raise ValueError(f"{op}: TRITON_INTERPRET=1 was set after fastmlp.kernels was imported; the kernels "
+                             f"are compiled for CUDA. Set it before the first import (or use backend='torch')")
         return
     raise ValueError(f"{op}: the triton kernels need CUDA tensors, got tensors on {device} "
                      f"(set TRITON_INTERPRET=1 to run them in Triton's CPU interpreter, or use backend='torch')")

@@ -24,7 +24,7 @@ import torch
 
 from fastmlp import Population, train
 from fastmlp.engine import torch as E
-from fastmlp.population import as_network_minor
+from fastmlp.population import as_network_minor, network_minor
 from fastmlp.reference import train as reference_train
 from tests.conftest import RTOL, assert_rel_close, five_points
 
@@ -55,8 +55,9 @@ LAYOUTS = ["nm", "contig"]  # network-minor (the fast layout) and plain contiguo
 # Helpers
 # ---------------------------------------------------------------------------------------
 def dyadic(shape, gen, denom=8, lo=-16, hi=16, dtype=torch.float32):
-    """Random k / denom, k in [lo, hi]: exact in float32, products and short sums too."""
-    return (torch.randint(lo, hi + 1, shape, generator=gen) / denom).to(dtype)
+    """Random k / denom, k in [lo, hi]: exact in float32, products and short sums too.
+    On the generator's device (a CUDA generator draws the large GPU cases in place)."""
+    return (torch.randint(lo, hi + 1, shape, generator=gen, device=gen.device, dtype=torch.int32) / denom).to(dtype)
 
 
 def arrange(t: torch.Tensor, layout: str, per_network: bool = True) -> torch.Tensor:
@@ -491,8 +492,9 @@ GPU_CASES = [  # (n_in, n_out, N): the lab's layers, odd widths, several width c
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "pernet"])
 @pytest.mark.parametrize("n_in,n_out,N", GPU_CASES, ids=[f"{a}x{b}-N{n}" for a, b, n in GPU_CASES])
 def test_ops_at_scale_cuda(n_in, n_out, N, shared, dtype):
-    G, dev = G_GPU, "cuda"
-    gen = torch.Generator().manual_seed(n_in * 1000 + n_out)
+    # G = 65536, except for 128 x 128 (a float64 weight tensor alone would be 8.6 GB): 4096.
+    G, dev = (G_GPU if n_in * n_out <= 1024 else 4096), "cuda"
+    gen = torch.Generator(device=dev).manual_seed(n_in * 1000 + n_out)
     nm = lambda t: as_network_minor(t.to(dev))  # noqa: E731
     nan = lambda shape: nm(torch.full(shape, float("nan"), dtype=dtype))  # noqa: E731
     x = dyadic((N, n_in), gen, 8, dtype=dtype).to(dev) if shared else nm(dyadic((G, N, n_in), gen, 8, dtype=dtype))
@@ -573,7 +575,7 @@ def test_int64_offsets_at_scale_cuda():
     x = torch.linspace(-2, 2, N, device=dev)[:, None]
     w = as_network_minor(torch.linspace(-1, 1, G * 8, device=dev).reshape(G, 1, 8))
     b = as_network_minor(torch.zeros(G, 8, device=dev))
-    z = as_network_minor(torch.full((G, N, 8), float("nan"), device=dev))
+    z = network_minor((G, N, 8), torch.float32, dev, fill=float("nan"))  # 8 GiB
     assert _launch.needs_int64(z)
     K.linear_act_fwd(x, w, b, "tanh", out=z)
     tail = slice(G - 1000, G)

@@ -47,7 +47,7 @@ def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: t
     As the torch engine, the gradients are always returned: buffers not given are
     allocated.  (The kernel can skip writing them -- ``fastmlp.kernels.grad_update`` with
     no buffers -- which saves writing ``params * itemsize`` bytes per network and epoch:
-    148 of the lab network's ~1.3 KB per network and epoch in float32.)
+    148 of the ~1.8 KB the lab network's epoch moves per network in float32.)
     """
     if weight_grad is None and bias_grad is None:
         from ..population import network_minor
