@@ -5,8 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (Launch, block_g, block_w, check_float, check_out, check_shape, check_sizes, check_width,
-                      needs_int64, new_network_minor)
+from ._launch import (Launch, block_g, block_w, check_float, check_out, check_sizes, check_width, needs_int64,
+                      new_network_minor)
 from .activations import sigmoid_grad
 
 __all__ = ["output_delta"]

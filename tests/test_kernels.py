@@ -26,7 +26,7 @@ from fastmlp import Population, train
 from fastmlp.engine import torch as E
 from fastmlp.population import as_network_minor, network_minor
 from fastmlp.reference import train as reference_train
-from tests.conftest import RTOL, assert_rel_close, five_points
+from tests.conftest import assert_rel_close, five_points
 
 K = pytest.importorskip("fastmlp.kernels", reason="triton is not installed")
 _launch = importlib.import_module("fastmlp.kernels._launch")
