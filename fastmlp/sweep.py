@@ -63,6 +63,9 @@ SPEC_FILE = "sweep.json"
 _SPEC_VERSION = 1
 # Loss history per population, at most: 2 GiB is 214k networks x 2500 epochs in float32.
 _HISTORY_BYTES = 2**31
+# Sweeps of at least this many network-epochs get a measured time estimate first (a probe
+# of 2048 networks x 22 epochs per padded architecture: ~0.1 s on the 2-core dev box).
+_ESTIMATE_ABOVE = 10**7
 # Networks of each architecture drawn in the gallery of decision boundaries.
 _GALLERY = 6
 # The gallery shows, for every architecture, the configuration with the first init of the
@@ -472,6 +475,26 @@ def _probe_seconds(x, y, sizes, dtype, device, backend) -> float:
     return r.wall_time_s / (G * epochs)
 
 
+def _estimate(todo: list[Batch], spec: SweepSpec, data: dict, device, backend) -> str:
+    """One line: the work, its memory, and (for a large sweep) a measured time estimate."""
+    S, itemsize = len(spec.seeds), spec.torch_dtype.itemsize
+    ne = sum(len(b.configs) for b in todo) * S * spec.epochs
+    peak, est_s, rates = 0, 0.0, {}
+    large = ne >= _ESTIMATE_ABOVE
+    for b in todo:
+        x, y = data[b.dataset]
+        sizes = [x.shape[1], *b.widths, y.shape[1]]
+        G = len(b.configs) * S
+        peak = max(peak, _population_bytes(G, sizes, x.shape[0], spec.epochs, itemsize))
+        if large:
+            key = (b.dataset, tuple(sizes))
+            if key not in rates:
+                rates[key] = _probe_seconds(x, y, sizes, spec.torch_dtype, device, backend)
+            est_s += rates[key] * G * spec.epochs
+    when = f"about {_fmt_s(est_s)} of training on {device} (measured on 2048 networks)" if large else "a small sweep"
+    return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {_fmt_bytes(peak)} (the largest population)"
+
+
 def _run_batch(batch: Batch, spec: SweepSpec, x, y, out: Path, device, backend, progress, save_losses) -> float:
     dtype = spec.torch_dtype
     n_in, n_out = x.shape[1], y.shape[1]
@@ -658,21 +681,8 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
     if resuming:
         log(f"resuming: {n_skipped} configurations already in {out}, {len(todo)} populations to train")
 
-    itemsize = spec.torch_dtype.itemsize
     if todo:
-        rates, est_s, peak = {}, 0.0, 0
-        for b in todo:
-            x, y = data[b.dataset]
-            sizes = [x.shape[1], *b.widths, y.shape[1]]
-            G = len(b.configs) * S
-            peak = max(peak, _population_bytes(G, sizes, x.shape[0], spec.epochs, itemsize))
-            key = (b.dataset, tuple(sizes))
-            if key not in rates:
-                rates[key] = _probe_seconds(x, y, sizes, spec.torch_dtype, device, backend)
-            est_s += rates[key] * G * spec.epochs
-        ne = sum(len(b.configs) for b in todo) * S * spec.epochs
-        log(f"estimate: {ne:.3g} network-epochs, about {_fmt_s(est_s)} of training on {device}; "
-            f"peak memory about {_fmt_bytes(peak)} (the largest population)")
+        log(_estimate(todo, spec, data, device, backend))
 
     train_s = 0.0
     for k, b in enumerate(todo, 1):
