@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import distributed
 from .engine import get_ops, select_backend
 from .population import Population, as_network_minor, is_network_minor, network_minor
 
@@ -274,6 +275,10 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     and flagged in ``diverged``; no other network's numbers change because of it.  A
     population too large for the free memory is trained in chunks of seeds (the same
     results as one pass), or refused before anything is allocated.
+
+    Under torch.distributed (a process group of several ranks, e.g. ``torchrun``) every
+    rank passes the same arguments; each trains its block of the networks and every rank
+    returns the full result (:mod:`fastmlp.distributed`).
     """
     if not isinstance(population, Population):
         raise TypeError(f"population must be a fastmlp.Population, got {type(population).__name__}")
@@ -285,7 +290,9 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     lr = _check_lr(lr, G, dtype, device)
     backend = select_backend(backend, device, sizes, N, shared_data=x.dim() == 2 and y.dim() == 2)
     ops = get_ops(backend)
-    chunk = _plan_chunks(G, epochs, sizes, N, dtype.itemsize, x.dim() == 3, y.dim() == 3, device)
+    shard = distributed.current()
+    lo, hi = shard.bounds(G) if shard is not None else (0, G)
+    chunk = _plan_chunks(max(hi - lo, 1), epochs, sizes, N, dtype.itemsize, x.dim() == 3, y.dim() == 3, device)
     if progress is None:
         progress = sys.stderr.isatty()
 
@@ -296,15 +303,15 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs * G, unit="net-epoch", unit_scale=True, desc=f"train [{backend}]")
+        bar = tqdm(total=epochs * (hi - lo), unit="net-epoch", unit_scale=True, desc=f"train [{backend}]")
     # Epochs between progress updates and parameter checks (and, for the fused backend,
     # per kernel launch: Ctrl-C stops between launches with the population consistent).
     block = max(1, min(epochs, _FUSED_BLOCK if backend == "fused" else 50))
     start = time.perf_counter()
     try:
-        for g0 in range(0, G, chunk):
-            g1 = min(G, g0 + chunk)
-            sub = population[g0:g1] if chunk < G else population
+        for g0 in range(lo, hi, chunk):
+            g1 = min(hi, g0 + chunk)
+            sub = population[g0:g1] if (g0, g1) != (0, G) else population
             xs, ys = (x if x.dim() == 2 else x[g0:g1]), (y if y.dim() == 2 else y[g0:g1])
             run = ops.FusedRun(sub, xs, ys, lr[g0:g1]) if backend == "fused" else _Run(sub, xs, ys, lr[g0:g1], ops)
             try:
@@ -323,6 +330,13 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
+    if shard is not None:  # every rank gets every rank's networks
+        history = distributed.all_gather_networks(history, shard, G, dim=1)
+        final_loss = distributed.all_gather_networks(final_loss, shard, G, dim=0)
+        diverged = distributed.all_gather_networks(diverged, shard, G, dim=0)
+        for t in population.weights + population.biases:
+            t.copy_(distributed.all_gather_networks(t, shard, G, dim=0))
     return TrainResult(population=population, losses=history.t(), final_loss=final_loss, diverged=diverged,
                        lr=lr, backend=backend, epochs=epochs, wall_time_s=wall,
-                       n_chunks=math.ceil(G / chunk))
+                       n_chunks=math.ceil(max(hi - lo, 1) / chunk),
+                       extra={"world_size": shard.world_size if shard else 1})
