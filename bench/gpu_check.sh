@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU check, sized for one H200 in under 8 minutes: the `cuda` tests, the kernel
-# benchmark (bench/bench_kernels.py) and the training benchmark
-# (bench/bench_train.py --providers torch,triton --gpu); a compact table is printed last.
+# benchmark (bench/bench_kernels.py), the one-launch kernel (bench/bench_fused.py) and the
+# training benchmark (bench/bench_train.py --providers torch,triton,fused --gpu); a compact
+# table is printed last.
 #
 # Runs from the repository root of a plain checkout, with the machine's own python3, torch
 # and triton (no install: on the device machine nothing can be fetched).  pyproject maps
@@ -68,10 +69,17 @@ KERNELS_RC=$?
 KERNELS_S=$(( $(date +%s) - T0 ))
 cat "$RES/bench_kernels.log"
 
-# 3) the training benchmark (someone else's script: tolerate its absence)
+# 3) the one-launch kernel: the issue-4 bar at G = 2**16 and 2**20, chunking overhead
+T0=$(date +%s)
+timeout "$(stage_limit 150 60)" "$PY" bench/bench_fused.py --out "$RES" > "$RES/bench_fused.log" 2>&1
+FUSED_RC=$?
+FUSED_S=$(( $(date +%s) - T0 ))
+cat "$RES/bench_fused.log"
+
+# 4) the training benchmark (someone else's script: tolerate its absence)
 T0=$(date +%s)
 if [ -f bench/bench_train.py ]; then
-  timeout "$(stage_limit 240 5)" "$PY" bench/bench_train.py --providers torch,triton --gpu --out "$RES" \
+  timeout "$(stage_limit 240 5)" "$PY" bench/bench_train.py --providers torch,triton,fused --gpu --out "$RES" \
     > "$RES/bench_train.log" 2>&1
   TRAIN_RC=$?
   tail -n 25 "$RES/bench_train.log"
@@ -84,17 +92,17 @@ TRAIN_S=$(( $(date +%s) - T0 ))
 # Bring the results back from the device machine (at most 8 files, 2 folders down).
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
   mkdir -p "$OUT/gpu-check"
-  for f in "$RES"/pytest-cuda.log "$RES"/bench_kernels.log "$RES"/bench_train.log "$RES"/nvidia-smi.txt \
-           "$RES"/kernels-*.json; do
+  for f in "$RES"/pytest-cuda.log "$RES"/bench_kernels.log "$RES"/bench_fused.log "$RES"/bench_train.log \
+           "$RES"/kernels-*.json "$RES"/fused-*.json; do
     [ -f "$f" ] && cp "$f" "$OUT/gpu-check/"
   done
-  ls "$RES"/*.json 2>/dev/null | grep -v '/kernels-' | head -n 2 | while read -r f; do cp "$f" "$OUT/gpu-check/"; done
+  ls "$RES"/*.json 2>/dev/null | grep -vE '/(kernels|fused)-' | head -n 1 | while read -r f; do cp "$f" "$OUT/gpu-check/"; done
 fi
 
 # Compact table, last.
-"$PY" - "$RES" "$PYTEST_RC" "$PYTEST_S" "$KERNELS_RC" "$KERNELS_S" "$TRAIN_RC" "$TRAIN_S" <<'EOF'
+"$PY" - "$RES" "$PYTEST_RC" "$PYTEST_S" "$KERNELS_RC" "$KERNELS_S" "$TRAIN_RC" "$TRAIN_S" "$FUSED_RC" "$FUSED_S" <<'EOF'
 import glob, json, re, sys
-res, prc, ps, krc, ks, trc, ts = sys.argv[1:]
+res, prc, ps, krc, ks, trc, ts, frc, fs = sys.argv[1:]
 print("\n================ gpu_check summary ================")
 log = open(f"{res}/pytest-cuda.log", errors="replace").read()
 m = re.findall(r"^=*\s*(.*(?:passed|failed|error|skipped).*?)\s*=*$", log, re.M)
@@ -116,6 +124,8 @@ if files:
         print("  best BLOCK_G: " + ", ".join(f"{k} {v} (rule {r['block_g']})" for (k, v), r in zip(best.items(), d["rows"])))
 else:
     print(f"bench_kernels       rc {krc:>3s}  {ks:>4s} s  no JSON written (see bench_kernels.log)")
+fl = [l for l in open(f"{res}/bench_fused.log", errors="replace").read().splitlines() if l.startswith("G=")]
+print(f"bench_fused         rc {frc:>3s}  {fs:>4s} s  " + ("; ".join(fl) if fl else "no summary (see bench_fused.log)"))
 tl = open(f"{res}/bench_train.log", errors="replace").read().strip().splitlines()
 print(f"bench_train         rc {trc:>3s}  {ts:>4s} s  " + (tl[-1] if tl else "no output"))
 print(f"full results: {res}/")

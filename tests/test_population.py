@@ -1,6 +1,5 @@
 """Population: shapes, layout, init schemes, seed independence, conversions."""
 import math
-import time
 
 import pytest
 import torch
@@ -140,10 +139,10 @@ def test_parse_init():
     assert parse_init("Glorot_Uniform").name == "glorot_uniform"
 
 
-def test_million_networks_is_fast():
-    # The issue's bar is < 2 s on the 2-core dev box (measured ~0.35 s); the assert has
-    # headroom for a loaded CI machine -- bench/bench_init.py is the measurement.
-    t = time.perf_counter()
+def test_million_networks():
+    # Speed is measured by bench/bench_init.py (the bar: < 2 s on the 2-core dev box), not
+    # here; this checks that a million networks build and that the last one is seed 999999's.
     pop = Population([2, 5, 3, 1], 1_000_000)
-    assert time.perf_counter() - t < 10
     assert len(pop) == 1_000_000
+    last = Population([2, 5, 3, 1], [999_999])
+    assert all(torch.equal(w[-1], w1[0]) for w, w1 in zip(pop.weights, last.weights))
