@@ -185,13 +185,23 @@ def cmd_sweep(args, parser, argv) -> int:
     return 0
 
 
+def _default_device(args) -> str:
+    """--device, else this rank's device under torchrun, else cuda when available."""
+    if args.device:
+        return args.device
+    if getattr(args, "rank_device", None) is not None:
+        return str(args.rank_device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def cmd_train(args, parser) -> int:
-    from . import datasets
+    from . import datasets, distributed
     from .population import Population
     from .results import format_summary, save_run
     from .train import train
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _default_device(args)
+    say = print if distributed.is_main() else (lambda *a, **k: None)
     try:
         x, y = datasets.get(args.dataset)
     except (ValueError, TypeError, OSError) as e:
@@ -205,10 +215,12 @@ def cmd_train(args, parser) -> int:
         parser.error(f"--{flag}: {e}")
     except RuntimeError as e:  # e.g. an unknown or unavailable device
         parser.error(f"--device: {e}")
-    print(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}")
+    shard = distributed.current()
+    say(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}"
+        + (f", sharded over {shard.world_size} ranks" if shard else ""))
     try:
         result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
-                       progress=False if args.no_progress else None)
+                       progress=False if args.no_progress or not distributed.is_main() else None)
     except ValueError as e:
         if "backend" in str(e):
             parser.error(f"--backend: {e}")
@@ -217,10 +229,11 @@ def cmd_train(args, parser) -> int:
               "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
               "backend_requested": args.backend}
-    summary = save_run(result, x, y, args.out, config)
-    summary["eps"] = args.eps
-    print(format_summary(summary))
-    print(f"wrote {args.out}/: " + ", ".join(summary["files"]))
+    if distributed.is_main():  # every rank holds the gathered result; rank 0 writes it
+        summary = save_run(result, x, y, args.out, config, eps=args.eps)
+        say(format_summary(summary))
+        say(f"wrote {args.out}/: " + ", ".join(summary["files"]))
+    distributed.barrier()
     return 0
 
 
@@ -228,12 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.command == "train":
-        return cmd_train(args, parser)
-    if args.command == "sweep":
-        return cmd_sweep(args, parser, argv)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    from . import distributed
+
+    args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
+    try:
+        if args.command == "train":
+            return cmd_train(args, parser)
+        if args.command == "sweep":
+            return cmd_sweep(args, parser, argv)
+        parser.error(f"unknown command {args.command!r}")
+        return 2
+    finally:
+        if args.rank_device is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -100,13 +100,14 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
-             n_boundaries: int = 8) -> dict:
+             n_boundaries: int = 8, eps: float = 0.01) -> dict:
     """Write a run folder: summary.json, losses.pt, loss_curves.png, boundaries.png (2-D inputs)."""
     from . import plot
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"config": config, **summarize(result), "environment": environment(result.population.device)}
+    summary = {"config": config, **summarize(result, eps), "world_size": result.extra.get("world_size", 1),
+               "environment": environment(result.population.device)}
     pop = result.population
     atomic_write(out / "losses.pt", lambda p: torch.save({
         "losses": result.losses.cpu(), "final_loss": result.final_loss.cpu(),
