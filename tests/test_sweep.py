@@ -213,6 +213,24 @@ def test_plot_functions_return_figures(tiny_run):
         plot.boundary_gallery(x, y, [("A", pop.predict, ["n0", "n1"]), ("B", pop[:1].predict, ["m0"])])
 
 
+def test_plots_drawn_here_match_the_forked_worker(tiny_run, tmp_path, monkeypatch):
+    """The same files whether the pure figures are drawn by a forked worker (the default
+    where fork exists) or in this process."""
+    monkeypatch.setattr(sw, "_PLOT_WORKER", False)
+    records = {sw.Config(r["config"]["dataset"], tuple(r["config"]["hidden"]), sw.InitSpec.parse(r["config"]["init"]),
+                         r["config"]["lr"]): r for r in tiny_run.records}
+    files = sw._plots(tiny_run.spec, records, {"five_points": five_points()}, tmp_path, ["png"])
+    assert sorted(files) == sorted(f for f in tiny_run.files if f.endswith(".png"))
+    for f in files:
+        assert (tmp_path / f).stat().st_size > 10_000
+
+
+def test_bad_formats_refused_before_training(tmp_path):
+    with pytest.raises(sw.SweepSpecError, match="unsupported figure formats") as exc:
+        sw.sweep(tmp_path / "f", **TINY, formats=["png", "docx"])
+    assert exc.value.flag == "--formats" and not (tmp_path / "f").exists()
+
+
 # ------------------------------------------------------------------------------ resume
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
