@@ -8,10 +8,14 @@ One file per fused op, each a private ``@triton.jit`` kernel and a public launch
 ``output_delta``    ``delta = 2 (z - y) / (N n_out) * z (1 - z)`` and each MSE loss
 ``delta_bwd``       ``delta_prev = (delta @ w^T) * (1 - z_prev**2)``
 ``grad_update``     ``w -= lr z_prev^T delta``, ``b -= lr sum_n delta`` (frozen: untouched)
+``fused_train``     every op above for every layer, for many epochs, in one launch with
+                    the weights in registers (``kernels/fused_train.py``, backend "fused")
 ==================  ==============================================================
 
 Limits: float32 / float64; any G >= 1, N >= 1; layer widths up to ``MAX_WIDTH`` (128),
-past which the launchers raise a ValueError naming ``backend='torch'``.  Importing this
+past which the launchers raise a ValueError naming ``backend='torch'``.  ``fused_train``:
+0-4 hidden layers, widths up to 32, N up to 4096, data shared by all networks
+(``fused_train.fused_limits``).  Importing this
 package imports triton; set ``TRITON_INTERPRET=1`` *before* the import to run the kernels
 in Triton's CPU interpreter.
 """
