@@ -62,7 +62,7 @@ def main():
                "sweep_process_s_median": statistics.median(sweep_s),
                "ratio_sweep_over_baseline_train": statistics.median(sweep_s) / statistics.median(base_train_s),
                "runs": {"baseline_train_s": base_train_s, "baseline_process_s": base_s, "sweep_process_s": sweep_s},
-               "environment": environment()}
+               "environment": {**environment(), "threads": args.threads or "torch default (one per core)"}}
     print(json.dumps(summary, indent=1))
 
 

@@ -159,7 +159,7 @@ def _fmt_epochs(row: dict) -> str:
 def _fmt_loss(row: dict) -> str:
     if math.isnan(row["final_loss_q50"]):
         return "-"
-    return f"{row['final_loss_q50']:.1e} [{row['final_loss_q05']:.0e}, {row['final_loss_q95']:.0e}]"
+    return f"{row['final_loss_q50']:.1e} [{row['final_loss_q05']:.1e}, {row['final_loss_q95']:.1e}]"
 
 
 # (header, function of a row); the key columns come first.

@@ -63,9 +63,10 @@ SPEC_FILE = "sweep.json"
 _SPEC_VERSION = 1
 # Loss history per population, at most: 2 GiB is 214k networks x 2500 epochs in float32.
 _HISTORY_BYTES = 2**31
-# Sweeps of at least this many network-epochs get a measured time estimate first (a probe
-# of 2048 networks x 22 epochs per padded architecture: ~0.1 s on the 2-core dev box).
+# Sweeps of at least this many network-epochs get a measured time estimate first: a probe
+# of min(G, 8192) networks x 12 epochs per padded architecture (~0.1 s on the 2-core dev box).
 _ESTIMATE_ABOVE = 10**7
+_PROBE_NETWORKS = 8192
 # Draw the loss curves and ECDFs in a forked worker while this process draws the rest
 # (see _plots); False draws everything here.
 _PLOT_WORKER = True
@@ -397,6 +398,30 @@ def padded_population(n_in: int, n_out: int, widths: tuple[int, ...], configs: S
 # ---------------------------------------------------------------------------------------
 # The run folder
 # ---------------------------------------------------------------------------------------
+def _write(path: Path, write) -> None:
+    """``results.atomic_write``, then the permissions a plain ``open`` would give: its
+    temporary file comes from ``mkstemp`` (0600), and the rename keeps that mode."""
+    import os
+
+    atomic_write(path, write)
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, indent=1) + "\n"
 
@@ -429,7 +454,7 @@ def _claim_folder(out: Path, spec_json: dict) -> bool:
         raise SweepSpecError("out", f"{out} is not empty and holds no {SPEC_FILE}; refusing to write a sweep "
                                     "into it: use a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda p: Path(p).write_text(_canonical(spec_json)))
+    _write(path, lambda p: Path(p).write_text(_canonical(spec_json)))
     return False
 
 
@@ -473,9 +498,10 @@ def _population_bytes(G: int, sizes: list[int], N: int, epochs: int, itemsize: i
     return G * itemsize * (epochs + 1 + 4 * P + 3 * N * sum(sizes[1:]) + 8)
 
 
-def _probe_seconds(x, y, sizes, dtype, device, backend) -> float:
-    """Seconds per network-epoch for ``sizes``, measured on a throw-away population."""
-    G, warm, epochs = 2048, 2, 20
+def _probe_seconds(x, y, sizes, G: int, dtype, device, backend) -> float:
+    """Seconds per network-epoch for ``sizes``, measured on a throw-away population of
+    ``G`` networks (the cost per network falls with G: probe near the real size)."""
+    warm, epochs = 2, 10
     pop = Population(sizes, G, dtype=dtype, device=device)
     train(x, y, pop, warm, 0.1, backend=backend, progress=False)
     r = train(x, y, pop, epochs, 0.1, backend=backend, progress=False)
@@ -496,9 +522,9 @@ def _estimate(todo: list[Batch], spec: SweepSpec, data: dict, device, backend) -
         if large:
             key = (b.dataset, tuple(sizes))
             if key not in rates:
-                rates[key] = _probe_seconds(x, y, sizes, spec.torch_dtype, device, backend)
+                rates[key] = _probe_seconds(x, y, sizes, min(G, _PROBE_NETWORKS), spec.torch_dtype, device, backend)
             est_s += rates[key] * G * spec.epochs
-    when = f"about {_fmt_s(est_s)} of training on {device} (measured on 2048 networks)" if large else "a small sweep"
+    when = f"about {_fmt_s(est_s)} of training on {device} (probed)" if large else "a small sweep"
     return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {_fmt_bytes(peak)} (the largest population)"
 
 
@@ -545,7 +571,7 @@ def _run_batch(batch: Batch, spec: SweepSpec, x, y, out: Path, device, backend, 
         }
         if save_losses:
             record["losses"] = losses[block].cpu().clone()
-        atomic_write(out / "configs" / cfg.filename, lambda p, r=record: torch.save(r, p))
+        _write(out / "configs" / cfg.filename, lambda p, r=record: torch.save(r, p))
     return result.wall_time_s
 
 
@@ -802,7 +828,7 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
 
     log(stats.format_table(rows))
     files = [SPEC_FILE, "results.csv", "summary.md"]
-    atomic_write(out / "results.csv", lambda p: stats.write_csv(rows, p))
+    _write(out / "results.csv", lambda p: stats.write_csv(rows, p))
     timings["table"] = time.perf_counter() - t
     t = time.perf_counter()
     if plots:
@@ -812,7 +838,7 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
     result = SweepResult(out=out, spec=spec, rows=rows, records=[records[c] for c in spec.configs()],
                          trained=sum(len(b.configs) for b in todo), skipped=n_skipped, wall_time_s=wall,
                          train_time_s=train_s, files=files, timings=timings)
-    atomic_write(out / "summary.md", lambda p: Path(p).write_text(_summary_md(result, spec_json, device, command)))
+    _write(out / "summary.md", lambda p: Path(p).write_text(_summary_md(result, spec_json, device, command)))
     log(f"sweep done in {wall:.1f} s ({result.trained} configurations trained, {result.skipped} found done; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"); wrote {out}/: {', '.join(files)}")
     return result
