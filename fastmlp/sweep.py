@@ -245,9 +245,12 @@ class SweepSpec:
               seeds=256, epochs: int = 2500, eps: float = 0.01, gain: float = 1.0,
               dtype="float32") -> "SweepSpec":
         """Validate a grid; raises :class:`SweepSpecError` naming the argument."""
-        if isinstance(hidden, str) or (isinstance(hidden, (list, tuple)) and hidden
-                                       and all(isinstance(w, numbers.Integral) for w in hidden)):
-            hidden = [hidden]  # one architecture: "5,3" or [5, 3]
+        if isinstance(hidden, str):
+            hidden = [hidden]  # one architecture: "5,3"
+        elif isinstance(hidden, (list, tuple)) and hidden and all(isinstance(w, numbers.Integral) for w in hidden):
+            # [5, 3]: one 5-3 architecture, or two one-layer ones?  Ask rather than guess.
+            raise SweepSpecError("hidden", f"give a list of architectures: [{list(hidden)}] for one, "
+                                           f"{[[w] for w in hidden]} for {len(hidden)} one-layer ones")
         archs = [_parse_hidden(h) for h in _grid("hidden", hidden)]
         _no_duplicates("hidden", archs, [f"architecture {_hidden_label(a)}" for a in archs])
 

@@ -120,6 +120,7 @@ def test_padding_is_exact(archs):
     (dict(hidden=["5,x"]), "hidden", "comma-separated"),
     (dict(hidden=[[5, 0]]), "hidden", ">= 1"),
     (dict(hidden=[[5, 3], "5,3"]), "hidden", "twice"),
+    (dict(hidden=[5, 3]), "hidden", "list of architectures"),
     (dict(lr=[0.1, -1.0]), "lr", ">= 0"),
     (dict(lr=[float("nan")]), "lr", "finite"),
     (dict(eps=0.0), "eps", "> 0"),
