@@ -3,6 +3,7 @@ import csv
 import importlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -224,6 +225,21 @@ def test_plots_drawn_here_match_the_forked_worker(tiny_run, tmp_path, monkeypatc
     assert sorted(files) == sorted(f for f in tiny_run.files if f.endswith(".png"))
     for f in files:
         assert (tmp_path / f).stat().st_size > 10_000
+
+
+def test_several_datasets_one_set_of_figures_each(tmp_path):
+    """Data sets run one after another; a 3-feature CSV gets every figure but the boundaries."""
+    csv_path = tmp_path / "three.csv"
+    csv_path.write_text("a,b,c,label\n0,0,1,1\n1,0,0,0\n0,1,0,0\n1,1,1,1\n")
+    res = sw.sweep(tmp_path / "multi", **{**TINY, "hidden": [[3]], "lr": [1.0], "init": ["he_normal"], "seeds": 4,
+                                          "epochs": 5}, datasets=["five_points", f"csv:{csv_path}"], formats=["png"])
+    assert [r["sizes"] for r in res.rows] == ["2-3-1", "3-3-1"]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"csv:{csv_path}")
+    assert sorted(res.files[3:]) == sorted([f"{n}_five_points.png" for n in
+                                            ("loss_curves", "epochs_to_eps", "converged", "boundaries")]
+                                           + [f"{n}_{slug}.png" for n in ("loss_curves", "epochs_to_eps", "converged")])
+    for f in res.files:
+        assert (tmp_path / "multi" / f).stat().st_size > 0
 
 
 def test_bad_formats_refused_before_training(tmp_path):
