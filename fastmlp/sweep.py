@@ -598,7 +598,11 @@ def _plot_jobs(spec: SweepSpec, records: dict, data: dict) -> list[tuple[str, bo
     jobs = []
     q = stats.CURVE_QUANTILES
     lo, med, hi = q.index(0.05), q.index(0.5), q.index(0.95)
-    ncols = len(spec.inits)
+    # One row per architecture, one column per init; a single init: architectures side by side.
+    ncols = len(spec.inits) if len(spec.inits) > 1 else min(4, len(spec.hidden))
+    heat_cols = min(3, len(spec.hidden))
+    # A title longer than a narrow figure would be clipped: the details go on a second line.
+    sep = ": " if ncols >= 3 else "\n"
     S = len(spec.seeds)
     for d in spec.datasets:
         sfx = "" if len(spec.datasets) == 1 else "_" + re.sub(r"[^A-Za-z0-9._-]+", "_", d)
@@ -611,21 +615,22 @@ def _plot_jobs(spec: SweepSpec, records: dict, data: dict) -> list[tuple[str, bo
                                                   for lr in spec.lrs]
                  for h in spec.hidden for i in spec.inits}
         jobs.append((f"loss_curves{sfx}", True, lambda bands=bands, where=where: plot.loss_bands(
-            bands, ncols=ncols, title=f"Loss per configuration (hidden | init): {where}")))
+            bands, ncols=ncols, title=f"Loss per configuration (hidden | init){sep}{where}")))
 
         ecdf = {f"{_hidden_label(h)} | {i.label}": [(f"lr {_num_label(lr)}", rec(h, i, lr)["epochs_to_eps"])
                                                  for lr in spec.lrs]
                 for h in spec.hidden for i in spec.inits}
         jobs.append((f"epochs_to_eps{sfx}", True, lambda ecdf=ecdf, where=where: plot.epochs_ecdf(
             ecdf, spec.epochs, eps=spec.eps, ncols=ncols,
-            title=f"Epochs to reach loss < {spec.eps:g} (hidden | init): {where}")))
+            title=f"Epochs to reach loss < {spec.eps:g} (hidden | init){sep}{where}")))
 
         heat = {f"hidden {_hidden_label(h)}": torch.tensor([[rec(h, i, lr)["stats"]["converged_fraction"]
                                                              for lr in spec.lrs] for i in spec.inits])
                 for h in spec.hidden}
         jobs.append((f"converged{sfx}", True, lambda heat=heat, where=where: plot.converged_heatmaps(
-            heat, [i.label for i in spec.inits], [_num_label(v) for v in spec.lrs], ncols=min(3, len(spec.hidden)),
-            value_name=f"converged (final loss < {spec.eps:g})", title=f"Converged fraction: {where}")))
+            heat, [i.label for i in spec.inits], [_num_label(v) for v in spec.lrs], ncols=heat_cols,
+            value_name=f"converged (final loss < {spec.eps:g})",
+            title=f"Converged fraction{': ' if heat_cols >= 3 else chr(10)}{where}")))
 
         x, y = data[d]
         if x.shape[1] == 2:
