@@ -305,7 +305,8 @@ def save(fig, path_without_suffix: Union[str, os.PathLike],
 def _panel_grid(count: int, ncols: int, panel_size: Tuple[float, float], extra_height: float = 0.0):
     cols = max(1, min(ncols, count))
     rows = math.ceil(count / cols)
-    fig = _new_figure((panel_size[0] * cols + 0.4, panel_size[1] * rows + extra_height))
+    # 5.5 inches at least: room for a two-line suptitle above a single panel.
+    fig = _new_figure((max(5.5, panel_size[0] * cols + 0.4), panel_size[1] * rows + extra_height))
     axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         if k >= count:
@@ -373,7 +374,8 @@ def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_point
             floor = positive.min().item() if positive.numel() else 1e-30
             q = q.clamp(min=floor)
             epoch = (keep + 1).numpy()
-            (line,) = ax.plot(epoch, q[1].numpy(), color=colors[label], linewidth=1.3)
+            (line,) = ax.plot(epoch, q[1].numpy(), color=colors[label], linewidth=1.3,
+                              marker="o" if epochs == 1 else None)  # one epoch: a point, not a line
             ax.fill_between(epoch, q[0].numpy(), q[2].numpy(), color=colors[label], alpha=0.15,
                             linewidth=0)
             handles.setdefault(label, line)
@@ -386,10 +388,14 @@ def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_point
     if not (math.isfinite(y_min) and math.isfinite(y_max) and y_min > 0):
         y_min, y_max = 1e-4, 1.0
     x_max = max(ax.dataLim.intervalx[1] for ax in axes)
+    from matplotlib.ticker import LogLocator
+
     for ax in axes:
         ax.set_yscale("log")
         ax.set_ylim(y_min / 1.5, y_max * 1.5)
-        ax.set_xlim(0, x_max)
+        ax.set_xlim(0, max(x_max, 2))
+        if y_max / y_min < 30:  # less than a decade or two: label 1, 2, 5 x 10^k too
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_minor_locator(_null_locator())
     _outer_labels(axes, ncols, "epoch", "MSE loss", shared=True)
     lo, hi = band
@@ -503,7 +509,7 @@ def epochs_ecdf(panels, epochs: int, *, eps: float, ncols: int = 4, title: Optio
             ax.text(0.5, 0.5, f"no network reached\nloss < {eps:g}", transform=ax.transAxes,
                     ha="center", va="center", fontsize="small")
         ax.set_xscale("log")
-        ax.set_xlim(1, epochs)
+        ax.set_xlim(1, max(epochs, 10))  # a run of a few epochs still gets a readable decade
         ax.set_ylim(-0.02, 1.02)
         ax.xaxis.set_minor_locator(_null_locator())  # decades only: minor log ticks double the layout time
         ax.set_title(panel_title, fontsize="medium")
