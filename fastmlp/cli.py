@@ -177,7 +177,7 @@ def cmd_sweep(args, parser, argv) -> int:
         sweep(args.out, hidden=hidden, lr=_flatten(args.lr, SWEEP_DEFAULTS["lr"]),
               init=_flatten(args.init, SWEEP_DEFAULTS["init"]), datasets=_flatten(args.dataset, SWEEP_DEFAULTS["dataset"]),
               seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
-              device=args.device, backend=args.backend, progress=False if args.no_progress else None,
+              device=_default_device(args), backend=args.backend, progress=False if args.no_progress else None,
               plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
               command="fastmlp " + shlex.join(argv))
     except SweepSpecError as e:

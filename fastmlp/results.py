@@ -85,14 +85,29 @@ def pick_boundary_networks(final_loss: torch.Tensor, k: int = 8) -> list[int]:
     return [int(order[p]) for p in positions]
 
 
+def _umask() -> int:
+    try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder and rename: all or nothing."""
+    """Write through a temporary file in the same folder and rename: all or nothing.
+    The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -401,30 +401,6 @@ def padded_population(n_in: int, n_out: int, widths: tuple[int, ...], configs: S
 # ---------------------------------------------------------------------------------------
 # The run folder
 # ---------------------------------------------------------------------------------------
-def _write(path: Path, write) -> None:
-    """``results.atomic_write``, then the permissions a plain ``open`` would give: its
-    temporary file comes from ``mkstemp`` (0600), and the rename keeps that mode."""
-    import os
-
-    atomic_write(path, write)
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    import os
-
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, indent=1) + "\n"
 
@@ -457,7 +433,7 @@ def _claim_folder(out: Path, spec_json: dict) -> bool:
         raise SweepSpecError("out", f"{out} is not empty and holds no {SPEC_FILE}; refusing to write a sweep "
                                     "into it: use a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    _write(path, lambda p: Path(p).write_text(_canonical(spec_json)))
+    atomic_write(path, lambda p: Path(p).write_text(_canonical(spec_json)))
     return False
 
 
@@ -531,7 +507,8 @@ def _estimate(todo: list[Batch], spec: SweepSpec, data: dict, device, backend) -
     return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {_fmt_bytes(peak)} (the largest population)"
 
 
-def _run_batch(batch: Batch, spec: SweepSpec, x, y, out: Path, device, backend, progress, save_losses) -> float:
+def _run_batch(batch: Batch, spec: SweepSpec, x, y, out: Path, device, backend, progress, save_losses,
+               write: bool = True) -> float:
     dtype = spec.torch_dtype
     n_in, n_out = x.shape[1], y.shape[1]
     S = len(spec.seeds)
@@ -574,7 +551,8 @@ def _run_batch(batch: Batch, spec: SweepSpec, x, y, out: Path, device, backend, 
         }
         if save_losses:
             record["losses"] = losses[block].cpu().clone()
-        _write(out / "configs" / cfg.filename, lambda p, r=record: torch.save(r, p))
+        if write:
+            atomic_write(out / "configs" / cfg.filename, lambda p, r=record: torch.save(r, p))
     return result.wall_time_s
 
 
@@ -767,9 +745,15 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
     folder that holds another sweep, before any training starts.
     """
     from . import datasets as ds
+    from . import distributed
 
     t_start = time.perf_counter()
-    log = log or (lambda msg: None)
+    # Under torch.distributed every rank runs this function: `train` shards each population
+    # over the ranks and gathers it back, rank 0 writes every file and prints.
+    main_rank = distributed.is_main()
+    log = log if (log and main_rank) else (lambda msg: None)
+    if not main_rank:
+        progress = False
     spec = SweepSpec.build(hidden=hidden, lr=lr, init=init, datasets=datasets, seeds=seeds, epochs=epochs,
                            eps=eps, gain=gain, dtype=dtype)
     try:
@@ -792,7 +776,11 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
     if plots:
         formats = _check_formats(formats)
     out = Path(out)
-    resuming = _claim_folder(out, spec_json)
+    if main_rank:
+        resuming = _claim_folder(out, spec_json)
+    distributed.barrier()
+    if not main_rank:  # rank 0 has written or checked the spec: read it, as a resume would
+        resuming = _claim_folder(out, spec_json)
 
     batches = plan(spec)
     done = lambda b: all((out / "configs" / c.filename).exists() for c in b.configs)  # noqa: E731
@@ -819,11 +807,12 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
         archs = sorted({c.hidden for c in b.configs}, key=spec.hidden.index)
         log(f"[{k}/{len(todo)}] {b.dataset}, hidden {' '.join(_hidden_label(h) for h in archs)} "
             f"(padded to {_hidden_label(b.widths)}): {len(b.configs)} configurations, {G} networks")
-        wall = _run_batch(b, spec, x, y, out, device, backend, progress, save_losses)
+        wall = _run_batch(b, spec, x, y, out, device, backend, progress, save_losses, write=main_rank)
         train_s += wall
         log(f"      trained in {wall:.2f} s ({G * spec.epochs / wall:.3g} network-epochs/s)")
     timings["training"] = train_s
     timings["populations: build, statistics, files"] = time.perf_counter() - t - train_s
+    distributed.barrier()  # every configuration file is on disk before anyone reads them
 
     t = time.perf_counter()
     records, rows = {}, []
@@ -837,7 +826,12 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
 
     log(stats.format_table(rows))
     files = [SPEC_FILE, "results.csv", "summary.md"]
-    _write(out / "results.csv", lambda p: stats.write_csv(rows, p))
+    if not main_rank:
+        return SweepResult(out=out, spec=spec, rows=rows, records=[records[c] for c in spec.configs()],
+                           trained=sum(len(b.configs) for b in todo), skipped=n_skipped,
+                           wall_time_s=time.perf_counter() - t_start, train_time_s=train_s, files=files,
+                           timings=timings)
+    atomic_write(out / "results.csv", lambda p: stats.write_csv(rows, p))
     timings["table"] = time.perf_counter() - t
     t = time.perf_counter()
     if plots:
@@ -847,7 +841,7 @@ def sweep(out, *, hidden=((5, 3),), lr=(0.25,), init=("glorot_uniform",), datase
     result = SweepResult(out=out, spec=spec, rows=rows, records=[records[c] for c in spec.configs()],
                          trained=sum(len(b.configs) for b in todo), skipped=n_skipped, wall_time_s=wall,
                          train_time_s=train_s, files=files, timings=timings)
-    _write(out / "summary.md", lambda p: Path(p).write_text(_summary_md(result, spec_json, device, command)))
+    atomic_write(out / "summary.md", lambda p: Path(p).write_text(_summary_md(result, spec_json, device, command)))
     log(f"sweep done in {wall:.1f} s ({result.trained} configurations trained, {result.skipped} found done; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + f"); wrote {out}/: {', '.join(files)}")
     return result

@@ -67,3 +67,49 @@ def test_killed_rank_fails_the_job_and_leaves_no_result(tmp_path):
     assert elapsed < 60, f"the job took {elapsed:.0f} s to fail"
     assert "SIGKILL" in r.stderr or "Signal 9" in r.stderr or "exitcode: -9" in r.stderr, r.stderr[-2000:]
     assert not (out / "summary.json").exists()  # nothing is marked complete
+
+
+SWEEP = ["sweep", "--hidden", "5,3", "4", "--lr", "0.25,1", "--seeds", "64", "--epochs", "150", "--no-plots",
+         "--no-progress"]
+
+
+def _configs(folder: Path) -> dict:
+    out = {}
+    for path in sorted((folder / "configs").iterdir()):
+        rec = torch.load(path, weights_only=False)
+        out[path.name] = [rec["final_loss"], rec["diverged"], rec["epochs_to_eps"], *rec["weights"], *rec["biases"]]
+    return out
+
+
+def _table(path: Path) -> list[dict]:
+    """results.csv without its timing columns (wall time differs between runs, of course)."""
+    import csv
+
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if "time" not in k} for row in csv.DictReader(f)]
+
+
+def test_sweep_is_world_size_independent_and_resumes_across_world_sizes(tmp_path):
+    one, two = tmp_path / "w1", tmp_path / "w2"
+    r = torchrun(1, *SWEEP, "--out", str(one))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(2, *SWEEP, "--out", str(two))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("sweep done") == 1  # rank 0 alone reports
+    a, b = _configs(one), _configs(two)
+    assert a.keys() == b.keys() and len(a) == 4
+    for name in a:
+        for ta, tb in zip(a[name], b[name]):
+            assert torch.equal(ta, tb), name  # bitwise
+    assert _table(one / "results.csv") == _table(two / "results.csv")
+    # Lose one configuration of the two-rank sweep, resume it on one rank: it is retrained
+    # (only it), and everything equals the one-rank sweep again.
+    victim = sorted((two / "configs").iterdir())[0]
+    victim.unlink()
+    r = torchrun(1, *SWEEP, "--out", str(two))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming" in r.stdout
+    c = _configs(two)
+    for name in a:
+        for ta, tc in zip(a[name], c[name]):
+            assert torch.equal(ta, tc), name
