@@ -54,14 +54,24 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _lr(text: str) -> float:
+def _finite(text: str, *, positive: bool, what: str) -> float:
+    """A finite number >= 0 (or > 0 when ``positive``), for argparse."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    if v != v or v == float("inf") or v < 0 or (positive and v == 0):
+        raise argparse.ArgumentTypeError(f"{what} must be a finite number {'>' if positive else '>='} 0, "
+                                         f"got {text!r}")
     return v
+
+
+def _lr(text: str) -> float:
+    return _finite(text, positive=False, what="the learning rate")
+
+
+def _eps(text: str) -> float:
+    return _finite(text, positive=True, what="the convergence threshold")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     t.add_argument("--backend", default=LAB_DEFAULTS["backend"], help="auto, torch or triton")
     t.add_argument("--out", default="runs/train", help="run folder to write")
-    t.add_argument("--eps", type=float, default=0.01, help="a network has converged when its final loss < eps")
+    t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.sweep_parser = _add_sweep_parser(sub)  # its errors read "fastmlp sweep: error: ..."
     return parser
@@ -106,16 +116,6 @@ def _comma_list(convert):
             raise argparse.ArgumentTypeError(f"empty value in {text!r}")
         return [convert(p) for p in parts]
     return parse
-
-
-def _eps(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"the convergence threshold must be a finite number > 0, got {text!r}")
-    return v
 
 
 def _epochs(text: str) -> int:
