@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import torch
 
+from ..population import is_network_minor, network_minor
+
 __all__ = ["linear_act_fwd", "output_delta", "delta_bwd", "grad_update", "apply_act", "SMALL"]
 
 # Contractions up to this length run as broadcast multiply-add loops; longer ones as bmm.
@@ -38,15 +40,11 @@ SMALL = 16
 
 
 def _new(shape, like: torch.Tensor) -> torch.Tensor:
-    from ..population import network_minor
-
     return network_minor(shape, like.dtype, like.device)
 
 
 def _flat_network_minor(t: torch.Tensor):
     """``t [G, a, b]`` network-minor -> the ``[a, b * G]`` view of its memory, else None."""
-    from ..population import is_network_minor
-
     if not is_network_minor(t):
         return None
     G, a, b = t.shape
@@ -69,16 +67,19 @@ def linear_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str,
     N = x.shape[-2]
     if out is None:
         out = _new((G, N, n_out), w)
-    out_flat = _flat_network_minor(out)
-    w_flat = _flat_network_minor(w)
-    if x.dim() == 2 and out_flat is not None and w_flat is not None and b.t().is_contiguous():
+    # (the flat views are built only for a shared input: building views costs as much as a
+    # small op, and an epoch runs dozens of them)
+    out_flat = _flat_network_minor(out) if x.dim() == 2 else None
+    w_flat = _flat_network_minor(w) if out_flat is not None else None
+    if w_flat is not None and b.t().is_contiguous():
         # Shared input, network-minor tensors: every network's product is one column block
         # of a single GEMM [N, n_in] @ [n_in, n_out * G], bias broadcast over rows.
         torch.addmm(b.t().reshape(1, n_out * G), x, w_flat, out=out_flat)
     elif n_in <= SMALL:
         out.copy_(b.unsqueeze(1).expand(G, N, n_out))
-        for i in range(n_in):
-            out.addcmul_(x[..., i:i + 1], w[:, i:i + 1, :])
+        # unbind makes all the slices in one call: [.., N, 1] columns of x, [G, 1, n_out] rows of w
+        for x_i, w_i in zip(x.unsqueeze(-1).unbind(-2), w.unsqueeze(1).unbind(2)):
+            out.addcmul_(x_i, w_i)
     else:
         xb = x.unsqueeze(0).expand(G, N, n_in) if x.dim() == 2 else x
         torch.baddbmm(b.unsqueeze(1), xb, w, out=out)
@@ -118,9 +119,11 @@ def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
     if tmp is None:
         tmp = _new(z_prev.shape, z_prev)
     if n_out <= SMALL:
-        torch.mul(delta[..., 0:1], w[:, None, :, 0], out=out)
-        for j in range(1, n_out):
-            out.addcmul_(delta[..., j:j + 1], w[:, None, :, j])
+        d_cols = delta.unsqueeze(-1).unbind(-2)  # [G, N, 1] each
+        w_cols = w.unsqueeze(1).unbind(-1)  # [G, 1, n_in] each
+        torch.mul(d_cols[0], w_cols[0], out=out)
+        for d_j, w_j in zip(d_cols[1:], w_cols[1:]):
+            out.addcmul_(d_j, w_j)
     else:
         torch.bmm(delta, w.transpose(1, 2), out=out)
     torch.mul(z_prev, z_prev, out=tmp)
@@ -145,16 +148,18 @@ def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: t
         weight_grad = _new(w.shape, w)
     if bias_grad is None:
         bias_grad = _new(b.shape, b)
-    wg_flat = _flat_network_minor(weight_grad)
-    delta_flat = delta.permute(1, 2, 0).reshape(N, n_out * G) if _flat_network_minor(delta) is not None else None
-    if z_prev.dim() == 2 and wg_flat is not None and delta_flat is not None:
+    wg_flat = _flat_network_minor(weight_grad) if z_prev.dim() == 2 else None
+    delta_flat = _flat_network_minor(delta) if wg_flat is not None else None  # [N, n_out * G]
+    if delta_flat is not None:
         # Shared input: one GEMM [n_in, N] @ [N, n_out * G].
         torch.mm(z_prev.t(), delta_flat, out=wg_flat)
     elif N <= SMALL:
         zp = z_prev.unsqueeze(0) if z_prev.dim() == 2 else z_prev
-        torch.mul(zp[:, 0, :, None], delta[:, 0:1, :], out=weight_grad)
-        for n in range(1, N):
-            weight_grad.addcmul_(zp[:, n, :, None], delta[:, n:n + 1, :])
+        z_rows = zp.unsqueeze(-1).unbind(1)  # [G, n_in, 1] each
+        d_rows = delta.unsqueeze(2).unbind(1)  # [G, 1, n_out] each
+        torch.mul(z_rows[0], d_rows[0], out=weight_grad)
+        for z_n, d_n in zip(z_rows[1:], d_rows[1:]):
+            weight_grad.addcmul_(z_n, d_n)
     else:
         zp = z_prev.unsqueeze(0).expand(G, N, n_in) if z_prev.dim() == 2 else z_prev
         torch.bmm(zp.transpose(1, 2), delta, out=weight_grad)
