@@ -382,14 +382,9 @@ def measure_ceilings(device: torch.device, quick: bool) -> dict:
 # Environment
 # ---------------------------------------------------------------------------------------
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from fastmlp.results import cpu_name
+
+    return cpu_name()
 
 
 def environment(device: torch.device) -> dict:

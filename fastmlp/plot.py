@@ -320,6 +320,16 @@ def _null_locator():
     return NullLocator()
 
 
+def _label_colors(panels) -> dict:
+    """One colour per curve label, in order of first appearance across the panels."""
+    labels: List[str] = []
+    for _, curves in panels:
+        for label, _values in curves:
+            if label not in labels:
+                labels.append(label)
+    return dict(zip(labels, _curve_colors(len(labels))))
+
+
 def _curve_colors(n: int):
     from matplotlib import colormaps
 
@@ -350,12 +360,8 @@ def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_point
     positive value. Returns the Figure.
     """
     panels = _check_panels(panels, "a list of (label, quantiles [3, epochs])")
-    labels: List[str] = []
-    for _, curves in panels:
-        for label, _q in curves:
-            if label not in labels:
-                labels.append(label)
-    colors = dict(zip(labels, _curve_colors(len(labels))))
+    colors = _label_colors(panels)
+    labels = list(colors)
     fig, axes, _ = _panel_grid(len(panels), ncols, (3.3, 2.6), extra_height=0.5)
     handles = {}
     for ax, (panel_title, curves) in zip(axes, panels):
@@ -483,12 +489,8 @@ def epochs_ecdf(panels, epochs: int, *, eps: float, ncols: int = 4, title: Optio
     """
     panels = _check_panels(panels, "a list of (label, epochs_to [S])")
     epochs = _check_int("epochs", epochs, 1)
-    labels: List[str] = []
-    for _, curves in panels:
-        for label, _e in curves:
-            if label not in labels:
-                labels.append(label)
-    colors = dict(zip(labels, _curve_colors(len(labels))))
+    colors = _label_colors(panels)
+    labels = list(colors)
     fig, axes, _ = _panel_grid(len(panels), ncols, (3.3, 2.5), extra_height=0.5)
     handles = {}
     for ax, (panel_title, curves) in zip(axes, panels):

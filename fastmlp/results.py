@@ -14,7 +14,8 @@ import torch
 
 from .train import TrainResult
 
-__all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write"]
+__all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write",
+           "cpu_name"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -26,7 +27,7 @@ def environment(device: torch.device | str | None = None) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
     }
     try:
@@ -43,7 +44,8 @@ def environment(device: torch.device | str | None = None) -> dict:
     return env
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (platform's guess elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
