@@ -13,6 +13,8 @@ import os
 
 import torch
 
+from ..population import network_minor
+
 # Widest layer the kernels take (n_in and n_out of every layer).  Reason: the contractions
 # are CUDA-core multiply-add loops whose per-program working set (BLOCK_G networks x the
 # layer's weights, re-read from L1 once per sample) is sized for small layers; at 128 a
@@ -141,9 +143,15 @@ def check_sizes(op: str, G: int, N: int) -> None:
 
 def new_network_minor(shape, like: torch.Tensor) -> torch.Tensor:
     """A new ``[G, ...]`` tensor stored ``[..., G]`` (the layout the kernels are fast in)."""
-    G, *rest = shape
-    t = torch.empty(*rest, G, dtype=like.dtype, device=like.device)
-    return t.permute(t.dim() - 1, *range(t.dim() - 1))
+    return network_minor(shape, like.dtype, like.device)
+
+
+def out_buffer(op: str, name: str, t: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
+    """The caller's output buffer, checked, or a new network-minor one of ``like``'s dtype/device."""
+    if t is None:
+        return new_network_minor(shape, like)
+    check_out(op, name, t, shape, like.dtype, like.device)
+    return t
 
 
 class Launch:

@@ -5,8 +5,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (Launch, block_g, block_w, check_float, check_out, check_shape, check_sizes, check_width,
-                      needs_int64, new_network_minor)
+from .tiles import tile_offsets
+from ._launch import (Launch, block_g, block_w, check_float, check_shape, check_sizes, check_width, needs_int64,
+                      out_buffer)
 from .activations import tanh_grad
 
 __all__ = ["delta_bwd"]
@@ -27,15 +28,7 @@ def _delta_bwd_kernel(delta_ptr, w_ptr, z_ptr, out_ptr,          # pointers
     #   out[g, n, i] = s * tanh'(z_prev) = s * (1 - z_prev^2)
     # (1 - z^2 is exact for |z| >= 0.71 once z^2 is rounded (Sterbenz), so this form keeps
     # one rounding where the torch engine's s - s * z^2 loses eps / (1 - z^2) near |z| = 1.)
-    pid_g = tl.program_id(0)
-    pid_i = tl.program_id(1)
-    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    if IDX64:
-        offs_g = offs_g.to(tl.int64)
-        offs_i = offs_i.to(tl.int64)
-    mask_g = offs_g < G
-    mask = mask_g[:, None] & (offs_i < N_IN)[None, :]
+    offs_g, offs_i, mask_g, mask = tile_offsets(G, N_IN, BLOCK_G, BLOCK_I, IDX64)
 
     # Offsets (int32 unless IDX64), not 64-bit pointer tiles, are carried through the loops.
     o_w0 = offs_g[:, None] * s_wg + offs_i[None, :] * s_wi               # w column j = 0
@@ -85,9 +78,6 @@ def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
     check_sizes(op, G, N)
     check_width("n_in", n_in)
     check_width("n_out", n_out)
-    if out is None:
-        out = new_network_minor((G, N, n_in), z_prev)
-    else:
-        check_out(op, "out", out, (G, N, n_in), dtype, w.device)
+    out = out_buffer(op, "out", out, (G, N, n_in), w)
     _launch_args(delta, w, z_prev, out)()
     return out

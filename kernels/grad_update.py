@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiles import tile_offsets
 from ._launch import (Launch, block_g, block_w, check_float, check_out, check_shape, check_sizes, check_width,
                       needs_int64, new_network_minor)
 
@@ -31,15 +32,7 @@ def _grad_update_kernel(z_ptr, delta_ptr, w_ptr, b_ptr, lr_ptr, frozen_ptr, wg_p
     # delta's tile is re-read once per row, from L1 after the first (BLOCK_G * N * BLOCK_J
     # values: 10 KiB for the lab's first layer).  Frozen networks are masked out of the
     # stores: their parameters stay bitwise untouched even when their gradient is nan.
-    pid_g = tl.program_id(0)
-    pid_j = tl.program_id(1)
-    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
-    if IDX64:
-        offs_g = offs_g.to(tl.int64)
-        offs_j = offs_j.to(tl.int64)
-    mask_g = offs_g < G
-    mask = mask_g[:, None] & (offs_j < N_OUT)[None, :]
+    offs_g, offs_j, mask_g, mask = tile_offsets(G, N_OUT, BLOCK_G, BLOCK_J, IDX64)
     b_lr = tl.load(lr_ptr + offs_g * s_lg, mask=mask_g, other=0.0)[:, None]
     if HAS_FROZEN:
         active = tl.load(frozen_ptr + offs_g * s_fg, mask=mask_g, other=1) == 0

@@ -5,8 +5,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (Launch, block_g, block_w, check_float, check_out, check_shape, check_sizes, check_width,
-                      needs_int64, new_network_minor)
+from .tiles import tile_offsets
+from ._launch import (Launch, block_g, block_w, check_float, check_shape, check_sizes, check_width, needs_int64,
+                      out_buffer)
 from .activations import ACTS, apply_act
 
 __all__ = ["linear_act_fwd"]
@@ -28,16 +29,8 @@ def _linear_act_fwd_kernel(x_ptr, w_ptr, b_ptr, z_ptr,           # pointers
     #   z[g, n, j] = act(acc)
     # w's tile rows are re-read once per sample: from L1 after the first (the program's
     # weights are BLOCK_G * n_in * BLOCK_J values: 4 KiB for the lab's first layer).
-    pid_g = tl.program_id(0)
-    pid_j = tl.program_id(1)
-    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
-    if IDX64:  # products index * stride in int64 (pointer increments are 64-bit anyway)
-        offs_g = offs_g.to(tl.int64)
-        offs_j = offs_j.to(tl.int64)
-    mask_g = offs_g < G
+    offs_g, offs_j, mask_g, mask = tile_offsets(G, N_OUT, BLOCK_G, BLOCK_J, IDX64)
     mask_j = offs_j < N_OUT
-    mask = mask_g[:, None] & mask_j[None, :]
 
     # Offsets (int32 unless IDX64) rather than pointer tiles are carried through the loops:
     # half the registers of 64-bit pointer tiles.
@@ -106,10 +99,7 @@ def linear_act_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str,
     check_width("n_in", n_in)
     check_width("n_out", n_out)
     # 2) allocate
-    if out is None:
-        out = new_network_minor((G, N, n_out), w)
-    else:
-        check_out(op, "out", out, (G, N, n_out), dtype, w.device)
+    out = out_buffer(op, "out", out, (G, N, n_out), w)
     # 3) launch
     _launch_args(x, w, b, act, out)()
     return out

@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from ._launch import (Launch, block_g, block_w, check_float, check_out, check_sizes, check_width, needs_int64,
-                      new_network_minor)
+                      out_buffer)
 from .activations import sigmoid_grad
 
 __all__ = ["output_delta"]
@@ -89,10 +89,7 @@ def output_delta(z_out: torch.Tensor, y: torch.Tensor, delta: torch.Tensor | Non
         raise ValueError(f"{op}: y must be [{N}, {n_out}] or [{G}, {N}, {n_out}] to match z_out, got {list(y.shape)}")
     check_sizes(op, G, N)
     check_width("n_out", n_out)
-    if delta is None:
-        delta = new_network_minor((G, N, n_out), z_out)
-    else:
-        check_out(op, "delta", delta, (G, N, n_out), dtype, z_out.device)
+    delta = out_buffer(op, "delta", delta, (G, N, n_out), z_out)
     if loss is None:
         loss = torch.empty(G, dtype=dtype, device=z_out.device)
     else:
