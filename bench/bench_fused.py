@@ -6,6 +6,8 @@ Lab network (2-5-3-1), five points, float32, G in {2**16, 2**20}, 2500 epochs:
 * ``fused-1``      one launch for all epochs (fused_train directly): the chunking overhead
                    is fused / fused-1 - 1 (target < 2%)
 * ``fused-approx`` one launch with tanh.approx.f32 (its own tolerance row in the tests)
+* ``fused-tiles``  one launch of the tile kernel (kernels/fused_train.py) instead of the
+                   generated one-register-per-weight kernel the launcher picks
 * ``triton``       per-layer kernels, ``torch`` the torch engine: timed over fewer epochs
                    (``--slow-epochs``) and scaled to 2500, stated in the table
 
@@ -66,19 +68,19 @@ def main(argv=None):
             pop = Population(sizes, G, device="cuda")
             return lambda: train(x, y, pop, epochs, lr, backend=backend, progress=False)
 
-        def run_direct(fast):
+        def run_direct(fast, variant=None):
             pop = Population(sizes, G, device="cuda")
             packed = fk.pack(pop.weights, pop.biases)
             loss = torch.empty(E, G, device="cuda")
 
             def go():
                 active = torch.ones(G, dtype=torch.int8, device="cuda")
-                fk.fused_train(x, y, packed.clone(), lr, active, loss, sizes, E, fast_tanh=fast)
+                fk.fused_train(x, y, packed.clone(), lr, active, loss, sizes, E, fast_tanh=fast, variant=variant)
             return go
 
         providers = [("fused", run_train("fused", E), E), ("fused-1", run_direct(False), E),
-                     ("fused-approx", run_direct(True), E), ("triton", run_train("triton", args.slow_epochs),
-                                                             args.slow_epochs),
+                     ("fused-approx", run_direct(True), E), ("fused-tiles", run_direct(False, "tiles"), E),
+                     ("triton", run_train("triton", args.slow_epochs), args.slow_epochs),
                      ("torch", run_train("torch", args.slow_epochs), args.slow_epochs)]
         for name, fn, epochs in providers:
             fn()  # warm-up: compiles

@@ -1,9 +1,12 @@
-"""Roofline of the one-launch training kernel from its machine code, without a GPU.
+"""Roofline of the one-launch training kernels from their machine code, without a GPU.
 
-Compiles ``kernels/fused_train.py`` for sm_90 (Triton's ahead-of-time path), disassembles
-the cubin with the ``cuobjdump`` that ships inside Triton, finds the epoch loop and the
-per-sample loop inside it (the two backward branches), and counts the instructions a
-network-epoch executes: ``N * (per-sample loop body) + (rest of the epoch loop)``.  With
+Compiles what ``fused_train`` launches for sm_90 (Triton's ahead-of-time path,
+``fastmlp.kernels.aot``), disassembles the cubin with the ``cuobjdump`` that ships inside
+Triton, finds the epoch loop (the outermost backward branch) and counts the instructions a
+network-epoch executes.  The generated kernel (``kernels/fused_unrolled.py``, the
+launcher's pick for the lab network) unrolls the samples, so that is the epoch loop's
+body; the tile kernel (``kernels/fused_train.py``, shown for comparison) has a per-sample
+loop inside it: ``N * (per-sample loop body) + (rest of the epoch loop)``.  With
 BLOCK_G = 128 networks on 128 threads each thread trains exactly one network, so these
 are also thread-instructions per network-epoch.  The counts turn into upper bounds on an
 H200 (132 SMs, 1.98 GHz boost):
@@ -21,9 +24,7 @@ import collections
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import warnings
 from datetime import date
 from pathlib import Path
@@ -32,30 +33,12 @@ warnings.filterwarnings("ignore", message=".*FP_FUSION.*")
 os.environ.pop("TRITON_INTERPRET", None)
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 
 from fastmlp.kernels import fused_train as F  # noqa: E402
+from fastmlp.kernels.aot import compile_fused, cuobjdump, resources  # noqa: E402
 
 H200 = dict(name="H200 SXM", sms=132, clock_hz=1.98e9, issue_per_sm=128, fp32_per_sm=128, mufu_per_sm=16)
 FP32_OPS = ("FFMA", "FMUL", "FADD")
-
-
-def compile_fused(sizes, cap=90, fast_tanh=False):
-    meta = F.config(sizes, fast_tanh=fast_tanh)
-    sig = {"x_ptr": "*fp32", "y_ptr": "*fp32", "p_ptr": "*fp32", "lr_ptr": "*fp32", "active_ptr": "*i8",
-           "loss_ptr": "*fp32", "s_loss": "i32", "G": "i32", "N": "i32", "E": "i32",
-           "inv_count": "fp32", "grad_scale": "fp32"}
-    sig.update({k: "constexpr" for k in meta})
-    src = triton.compiler.ASTSource(F._fused_train_kernel, sig, meta, {})
-    return triton.compile(src, target=GPUTarget("cuda", cap, 32), options={"num_warps": F.NUM_WARPS}), meta
-
-
-def cuobjdump(cubin: bytes, flag: str) -> str:
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.cubin")
-        Path(path).write_bytes(cubin)
-        return subprocess.run([str(tool), flag, path], capture_output=True, text=True, check=True).stdout
 
 
 def parse_sass(sass: str):
@@ -83,17 +66,21 @@ def histogram(ins, lo, hi):
     return collections.Counter(op for addr, op, _ in ins if lo <= addr <= hi)
 
 
-def analyse(sizes, N, G, epochs, fast_tanh):
-    ck, meta = compile_fused(sizes, fast_tanh=fast_tanh)
-    usage = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", cuobjdump(ck.asm["cubin"], "-res-usage"))
-    regs, stack, _, local = map(int, usage.groups())
+def analyse(sizes, N, G, epochs, fast_tanh, variant=None):
+    ck, meta = compile_fused(sizes, N, 90, fast_tanh, variant, G)
+    use = resources(ck.asm["cubin"])
+    regs, stack, local = use["regs"], use["stack"], use["local"]
     ins = parse_sass(cuobjdump(ck.asm["cubin"], "-sass"))
     lp = loops(ins)
-    if len(lp) < 2:
-        raise RuntimeError("expected an epoch loop with a per-sample loop inside it")
-    inner = lp[0]
-    outer = next(r for r in lp[1:] if r[0] <= inner[0] and inner[1] <= r[1])
-    h_in = histogram(ins, *inner)
+    if not lp:
+        raise RuntimeError("expected an epoch loop")
+    if F.variant(sizes, N, variant) == "unrolled":  # one loop: the epoch, samples unrolled in it
+        outer = lp[-1]
+        h_in = collections.Counter()
+    else:  # the tile kernel: a per-sample loop inside the epoch loop
+        inner = lp[0]
+        outer = next(r for r in lp[1:] if r[0] <= inner[0] and inner[1] <= r[1])
+        h_in = histogram(ins, *inner)
     h_ep = histogram(ins, *outer)
     per_ne = collections.Counter({op: N * h_in[op] + (h_ep[op] - h_in[op]) for op in h_ep})
     total = sum(per_ne.values())
@@ -107,7 +94,7 @@ def analyse(sizes, N, G, epochs, fast_tanh):
     }
     limit = min(bounds, key=bounds.get)
     rate = bounds[limit]
-    return dict(sizes=sizes, N=N, fast_tanh=fast_tanh, block_g=meta["BLOCK_G"], registers=regs, stack=stack,
+    return dict(sizes=sizes, N=N, variant=F.variant(sizes, N, variant), fast_tanh=fast_tanh, block_g=meta["BLOCK_G"], registers=regs, stack=stack,
                 local=local, per_sample=dict(h_in), per_network_epoch=dict(per_ne), instructions=total,
                 fp32=fp32, ffma=per_ne["FFMA"], fmul_fadd=per_ne["FMUL"] + per_ne["FADD"], mufu=mufu,
                 bounds_network_epochs_per_s=bounds, limit=limit,
@@ -134,14 +121,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = useful_work(sizes, args.N)
-    rows = [analyse(sizes, args.N, args.G, args.epochs, fast) for fast in (False, True)]
+    rows = [analyse(sizes, args.N, args.G, args.epochs, fast, v) for v in F.VARIANTS for fast in (False, True)
+            if v == "tiles" or F.variant(sizes, args.N) == "unrolled"]
     print(f"fused kernel, {'-'.join(map(str, sizes))} on N = {args.N}, sm_90 SASS (Triton {triton.__version__}); "
           f"needed per network-epoch: {work['multiply_adds']} multiply-adds, {work['activations']} tanh/sigmoid")
-    print(f"{'tanh':<8}{'regs':>5}{'stack':>6}{'instr':>7}{'FFMA':>6}{'FMUL+FADD':>10}{'MUFU':>6}"
+    print(f"{'kernel':<9}{'tanh':<8}{'regs':>5}{'stack':>6}{'instr':>7}{'FFMA':>6}{'FMUL+FADD':>10}{'MUFU':>6}"
           f"{'issue bound':>13}{'FP32 bound':>12}{'MUFU bound':>12}{'limit':>7}{'G=2^20 x 2500':>15}")
     for r in rows:
         b = r["bounds_network_epochs_per_s"]
-        print(f"{'approx' if r['fast_tanh'] else 'exp':<8}{r['registers']:>5}{r['stack']:>6}{r['instructions']:>7}"
+        print(f"{r['variant']:<9}{'approx' if r['fast_tanh'] else 'exp':<8}{r['registers']:>5}{r['stack']:>6}{r['instructions']:>7}"
               f"{r['ffma']:>6}{r['fmul_fadd']:>10}{r['mufu']:>6}{b['issue']:>13.3g}{b['fp32']:>12.3g}{b['mufu']:>12.3g}"
               f"{r['limit']:>7}{r['seconds_lower_bound']:>13.3f} s")
     print("bounds in network-epochs/s on an H200 (132 SMs x 1.98 GHz; 128 issue and FP32 lanes, 16 MUFU per SM "

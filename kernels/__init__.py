@@ -9,7 +9,10 @@ One file per fused op, each a private ``@triton.jit`` kernel and a public launch
 ``delta_bwd``       ``delta_prev = (delta @ w^T) * (1 - z_prev**2)``
 ``grad_update``     ``w -= lr z_prev^T delta``, ``b -= lr sum_n delta`` (frozen: untouched)
 ``fused_train``     every op above for every layer, for many epochs, in one launch with
-                    the weights in registers (``kernels/fused_train.py``, backend "fused")
+                    the weights in registers (``kernels/fused_train.py``, backend "fused"):
+                    a kernel generated per architecture with one register per weight
+                    (``kernels/fused_unrolled.py``) when a network fits a thread, else a
+                    tile kernel; ``kernels/aot.py`` compiles them for a GPU target
 ==================  ==============================================================
 
 Limits: float32 / float64; any G >= 1, N >= 1; layer widths up to ``MAX_WIDTH`` (128),

@@ -1,5 +1,11 @@
 """One-launch training: every epoch of BLOCK_G small networks in one program, weights on-chip.
 
+Two kernels, one launcher.  :func:`fused_train` launches the kernel generated for the
+architecture (``kernels/fused_unrolled.py``: one thread per network, one register per
+weight, samples unrolled) whenever a network fits one thread's registers -- the lab
+network does -- and the tile kernel of this module otherwise (:func:`variant`).  Both take
+the same arguments and keep the same contract; the rest of this docstring is the tile kernel.
+
 A program owns ``BLOCK_G`` neighbouring networks and runs ``E`` epochs of full-batch gradient
 descent for them without touching device memory except to read the data (a few hundred
 bytes, cached) and, once per epoch, to write each network's loss.  Weights, biases and their
@@ -29,9 +35,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .activations import sigmoid, tanh
+from . import fused_unrolled
+from .activations import fused_hidden_act, fused_output_act
 
-__all__ = ["fused_train", "fused_limits", "MAX_HIDDEN", "MAX_WIDTH", "MAX_SAMPLES"]
+__all__ = ["fused_train", "fused_limits", "variant", "kernel_for", "config", "MAX_HIDDEN", "MAX_WIDTH", "MAX_SAMPLES"]
 
 MAX_HIDDEN = 4        # hidden layers (5 layer slots in the kernel)
 MAX_WIDTH = 32        # every layer width, inputs and outputs included
@@ -81,32 +88,6 @@ def _store_vec(p_ptr, t, OFF: tl.constexpr, M: tl.constexpr, MP: tl.constexpr, o
 
 
 @triton.jit
-def _tanh_approx(x):
-    """``tanh.approx.f32``: one MUFU instruction (sm_75+), max relative error ~2**-10.7.
-    GPU only (inline PTX does not run in the interpreter); never the checked default."""
-    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                     is_pure=True, pack=1)
-
-
-@triton.jit
-def _hidden_act(x, FAST_TANH: tl.constexpr):
-    if FAST_TANH:
-        y = _tanh_approx(x)
-    else:
-        y = tanh(x)
-    return y
-
-
-@triton.jit
-def _output_act(x, FAST_TANH: tl.constexpr):
-    if FAST_TANH:
-        y = 0.5 * _tanh_approx(0.5 * x) + 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2
-    else:
-        y = sigmoid(x)
-    return y
-
-
-@triton.jit
 def _dense(h, w, b):
     """z_in [MP, BG] = sum_k h[k] * w[k, :] + b  with h [KP, BG] (or [KP, 1] for shared x)."""
     return tl.sum(h[:, None, :] * w, axis=0) + b
@@ -121,7 +102,7 @@ def _back(d, w, h):
 @triton.jit
 def _fused_train_kernel(
         x_ptr, y_ptr,                       # x [N, D0], y [N, D_out], contiguous, shared
-        p_ptr,                              # packed parameters [P, G]: W1, b1, W2, b2, ... rows
+        p_ptr, out_ptr,                     # packed parameters [P, G]: W1, b1, W2, b2, ... rows (in, out)
         lr_ptr, active_ptr,                 # [G] learning rates, [G] int8 (1 = training)
         loss_ptr, s_loss,                   # [ceil(E / RECORD_EVERY), G] loss history, row stride
         G, N, E, inv_count, grad_scale,     # runtime: networks, samples, epochs, 1/(N D_out), 2/(N D_out)
@@ -209,22 +190,22 @@ def _fused_train_kernel(
             yn = tl.load(y_ptr + n * DO + offs_out, mask=mask_out, other=0.0)[:, None]
             # ---- forward: hidden layers tanh, output layer sigmoid ----------------------
             if NUM_LAYERS == 1:
-                out = _output_act(_dense(h0, w1, b1), FAST_TANH)
+                out = fused_output_act(_dense(h0, w1, b1), FAST_TANH)
             else:
-                h1 = _hidden_act(_dense(h0, w1, b1), FAST_TANH)
+                h1 = fused_hidden_act(_dense(h0, w1, b1), FAST_TANH)
                 if NUM_LAYERS == 2:
-                    out = _output_act(_dense(h1, w2, b2), FAST_TANH)
+                    out = fused_output_act(_dense(h1, w2, b2), FAST_TANH)
                 else:
-                    h2 = _hidden_act(_dense(h1, w2, b2), FAST_TANH)
+                    h2 = fused_hidden_act(_dense(h1, w2, b2), FAST_TANH)
                     if NUM_LAYERS == 3:
-                        out = _output_act(_dense(h2, w3, b3), FAST_TANH)
+                        out = fused_output_act(_dense(h2, w3, b3), FAST_TANH)
                     else:
-                        h3 = _hidden_act(_dense(h2, w3, b3), FAST_TANH)
+                        h3 = fused_hidden_act(_dense(h2, w3, b3), FAST_TANH)
                         if NUM_LAYERS == 4:
-                            out = _output_act(_dense(h3, w4, b4), FAST_TANH)
+                            out = fused_output_act(_dense(h3, w4, b4), FAST_TANH)
                         else:
-                            h4 = _hidden_act(_dense(h3, w4, b4), FAST_TANH)
-                            out = _output_act(_dense(h4, w5, b5), FAST_TANH)
+                            h4 = fused_hidden_act(_dense(h3, w4, b4), FAST_TANH)
+                            out = fused_output_act(_dense(h4, w5, b5), FAST_TANH)
             # ---- output delta and loss: MSE over the N * D_out elements ------------------
             diff = tl.where(mask_out[:, None], out - yn, 0.0)
             loss += tl.sum(diff * diff, axis=0)
@@ -273,20 +254,20 @@ def _fused_train_kernel(
             b5 = tl.where(live, b5 - step[None, :] * gb5, b5)
 
     # ---- results back to device memory ----------------------------------------------------
-    _store_tile(p_ptr, w1, OW1, D0, D1, P0, P1, offs_g, mask_g, G)
-    _store_vec(p_ptr, b1, OB1, D1, P1, offs_g, mask_g, G)
+    _store_tile(out_ptr, w1, OW1, D0, D1, P0, P1, offs_g, mask_g, G)
+    _store_vec(out_ptr, b1, OB1, D1, P1, offs_g, mask_g, G)
     if NUM_LAYERS >= 2:
-        _store_tile(p_ptr, w2, OW2, D1, D2, P1, P2, offs_g, mask_g, G)
-        _store_vec(p_ptr, b2, OB2, D2, P2, offs_g, mask_g, G)
+        _store_tile(out_ptr, w2, OW2, D1, D2, P1, P2, offs_g, mask_g, G)
+        _store_vec(out_ptr, b2, OB2, D2, P2, offs_g, mask_g, G)
     if NUM_LAYERS >= 3:
-        _store_tile(p_ptr, w3, OW3, D2, D3, P2, P3, offs_g, mask_g, G)
-        _store_vec(p_ptr, b3, OB3, D3, P3, offs_g, mask_g, G)
+        _store_tile(out_ptr, w3, OW3, D2, D3, P2, P3, offs_g, mask_g, G)
+        _store_vec(out_ptr, b3, OB3, D3, P3, offs_g, mask_g, G)
     if NUM_LAYERS >= 4:
-        _store_tile(p_ptr, w4, OW4, D3, D4, P3, P4, offs_g, mask_g, G)
-        _store_vec(p_ptr, b4, OB4, D4, P4, offs_g, mask_g, G)
+        _store_tile(out_ptr, w4, OW4, D3, D4, P3, P4, offs_g, mask_g, G)
+        _store_vec(out_ptr, b4, OB4, D4, P4, offs_g, mask_g, G)
     if NUM_LAYERS >= 5:
-        _store_tile(p_ptr, w5, OW5, D4, D5, P4, P5, offs_g, mask_g, G)
-        _store_vec(p_ptr, b5, OB5, D5, P5, offs_g, mask_g, G)
+        _store_tile(out_ptr, w5, OW5, D4, D5, P4, P5, offs_g, mask_g, G)
+        _store_vec(out_ptr, b5, OB5, D5, P5, offs_g, mask_g, G)
     tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)
 
 
@@ -329,16 +310,44 @@ def block_g(sizes) -> int:
     return bg
 
 
-def config(sizes, record_every: int = 1, G: int | None = None, fast_tanh: bool = False) -> dict:
-    """The constexpr configuration the launcher uses for ``sizes`` (also for AOT compiles).
+VARIANTS = ("unrolled", "tiles")
+
+
+def variant(sizes, N: int, force: str | None = None) -> str:
+    """Which kernel trains ``sizes`` on ``N`` samples: ``"unrolled"`` (one thread per network,
+    one register per weight, ``kernels/fused_unrolled.py``) when it fits, else ``"tiles"``.
+    ``force`` names one (benchmarks and tests compare them); "unrolled" must fit."""
+    if force is None:
+        return "unrolled" if fused_unrolled.fits(sizes, N) else "tiles"
+    if force not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS} or None, got {force!r}")
+    if force == "unrolled" and not fused_unrolled.fits(sizes, N):
+        raise ValueError(f"variant='unrolled' does not take {list(sizes)} on N = {N} (fused_unrolled.fits)")
+    return force
+
+
+_variant = variant  # config() names its argument ``variant``
+
+
+def kernel_for(sizes, N: int, force: str | None = None):
+    """The jitted kernel :func:`fused_train` launches for ``sizes`` on ``N`` samples."""
+    return fused_unrolled.kernel(sizes, N) if variant(sizes, N, force) == "unrolled" else _fused_train_kernel
+
+
+def config(sizes, N: int, record_every: int = 1, G: int | None = None, fast_tanh: bool = False,
+           variant: str | None = None) -> dict:
+    """The constexpr configuration of :func:`kernel_for` (the launcher's, also for AOT compiles).
     A population smaller than a block gets a block of its own size (rounded up to a power
     of two): fewer idle lanes, and far less work in the interpreter."""
-    dims = list(sizes) + [1] * (6 - len(sizes))
-    pads = [_next_pow2(d) for d in dims]
-    bg = block_g(sizes) if G is None else min(block_g(sizes), _next_pow2(G))
-    meta = dict(NUM_LAYERS=len(sizes) - 1, RECORD_EVERY=record_every, FAST_TANH=fast_tanh, BLOCK_G=bg)
-    meta.update({f"D{i}": d for i, d in enumerate(dims)})
-    meta.update({f"P{i}": p for i, p in enumerate(pads)})
+    which = _variant(sizes, N, variant)
+    full = 32 * NUM_WARPS if which == "unrolled" else block_g(sizes)
+    bg = full if G is None else min(full, _next_pow2(G))
+    meta = dict(RECORD_EVERY=record_every, FAST_TANH=fast_tanh, BLOCK_G=bg)
+    if which == "tiles":
+        dims = list(sizes) + [1] * (6 - len(sizes))
+        meta.update(NUM_LAYERS=len(sizes) - 1)
+        meta.update({f"D{i}": d for i, d in enumerate(dims)})
+        meta.update({f"P{i}": _next_pow2(d) for i, d in enumerate(dims)})
     return meta
 
 
@@ -364,7 +373,8 @@ def unpack_into(packed: torch.Tensor, weights, biases) -> None:
 
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
-                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False) -> None:
+                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False,
+                variant: str | None = None) -> None:
     """Train for ``epochs`` epochs in one launch, in place on ``packed`` [P, G] and ``active``.
 
     x [N, n_in] and y [N, n_out] are shared by all networks; lr [G]; active [G] int8
@@ -376,6 +386,8 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     ``tanh.approx.f32`` instead of the exp-based forms: fewer instructions per network-epoch
     (bench/roofline.py), relative error ~6e-4 per activation; it has its own, looser
     tolerance in the CUDA tests and is never the default.
+
+    ``variant`` (None: by rule, :func:`variant`) forces the "unrolled" or the "tiles" kernel.
     """
     sizes = [int(s) for s in sizes]
     N = x.shape[0]
@@ -402,8 +414,9 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         raise ValueError("fused_train: fast_tanh needs float32 parameters")
     if epochs == 0:
         return
-    meta = config(sizes, record_every, G, fast_tanh)
+    meta = config(sizes, N, record_every, G, fast_tanh, variant)
     count = N * sizes[-1]
     grid = (triton.cdiv(G, meta["BLOCK_G"]),)
-    _fused_train_kernel[grid](x.contiguous(), y.contiguous(), packed, lr.contiguous(), active, loss_out,
-                              loss_out.stride(0), G, N, epochs, 1.0 / count, 2.0 / count, num_warps=NUM_WARPS, **meta)
+    kernel = kernel_for(sizes, N, variant)
+    kernel[grid](x.contiguous(), y.contiguous(), packed, packed, lr.contiguous(), active, loss_out, loss_out.stride(0),
+                 G, N, epochs, 1.0 / count, 2.0 / count, num_warps=NUM_WARPS, **meta)
