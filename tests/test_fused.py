@@ -165,6 +165,21 @@ def test_auto_on_cpu_is_torch_and_fused_needs_the_interpreter(monkeypatch):
         train(x, y, Population([2, 5, 3, 1], 2), 1, 0.1, backend="fused")
 
 
+def test_several_programs_and_a_partial_last_block(variant):
+    # G = 130: programs of 128 networks (the tile kernel's lab block too), the last one with
+    # 2 live lanes; each network's row of the packed buffer must go to its own program.
+    sizes, G = [2, 5, 3, 1], 130
+    assert fk.config(sizes, 5, G=G)["BLOCK_G"] == 128
+    x, y = five_points()
+    lr = torch.linspace(0.1, 1.0, G)
+    a, b = Population(sizes, G, device=DEV), Population(sizes, G, device=DEV)
+    ra = train(x, y, a, 4, lr, backend="fused")
+    rb = train(x, y, b, 4, lr, backend="torch")
+    assert_rel_close(ra.losses, rb.losses)
+    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+        assert_rel_close(p, q)
+
+
 def test_more_samples_than_unrolled_take_the_tile_kernel():
     sizes, N = [2, 3, 1], fu.UNROLL_SAMPLES + 3
     assert fk.variant(sizes, N) == "tiles" and fk.variant(sizes, fu.UNROLL_SAMPLES) == "unrolled"
