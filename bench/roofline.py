@@ -74,13 +74,11 @@ def analyse(sizes, N, G, epochs, fast_tanh, variant=None):
     lp = loops(ins)
     if not lp:
         raise RuntimeError("expected an epoch loop")
-    if F.variant(sizes, N, variant) == "unrolled":  # one loop: the epoch, samples unrolled in it
-        outer = lp[-1]
-        h_in = collections.Counter()
-    else:  # the tile kernel: a per-sample loop inside the epoch loop
-        inner = lp[0]
-        outer = next(r for r in lp[1:] if r[0] <= inner[0] and inner[1] <= r[1])
-        h_in = histogram(ins, *inner)
+    outer = lp[-1]  # the epoch loop: the outermost backward branch
+    inner = next((r for r in lp[:-1] if outer[0] <= r[0] and r[1] <= outer[1]), None)
+    # A per-sample loop inside it (the tile kernel; the generated one beyond UNROLL_SAMPLES),
+    # or none (the generated kernel with its samples unrolled).
+    h_in = histogram(ins, *inner) if inner else collections.Counter()
     h_ep = histogram(ins, *outer)
     per_ne = collections.Counter({op: N * h_in[op] + (h_ep[op] - h_in[op]) for op in h_ep})
     total = sum(per_ne.values())

@@ -4,7 +4,8 @@ generated kernels/fused_unrolled.py).
 Run as a script without TRITON_INTERPRET: compiles, float32, for the given compute
 capabilities, the kernel the launcher picks for the lab network (2-5-3-1 on five points:
 the generated kernel) and for widths 8, 16 and 32 (2-W-W-1: the tile kernel), the tile
-kernel on the lab network (the fallback, and the old default), and the largest generated
+kernel on the lab network (the fallback, and the old default), the generated kernel with a
+sample loop (the lab network on 100 points), and the largest generated
 kernel the rule admits (``boundary``, exp2 tanh only: the approx form takes fewer
 registers); the others with exp2 and approx tanh.  Compiles run in parallel processes (the
 generated kernels take ~20 s each on one core).  Prints one JSON object with the
@@ -30,6 +31,7 @@ from fastmlp.kernels.aot import compile_fused, resources  # noqa: E402
 
 # name: (sizes, N, variant or None for the launcher's pick)
 CONFIGS = {"lab 2-5-3-1": ([2, 5, 3, 1], 5, None), "lab tiles": ([2, 5, 3, 1], 5, "tiles"),
+           "lab N=100": ([2, 5, 3, 1], 100, None),
            "width 8": ([2, 8, 8, 1], 5, None), "width 16": ([2, 16, 16, 1], 5, None),
            "width 32": ([2, 32, 32, 1], 5, None), "boundary": ([2, 6, 6, 1], 5, None)}
 

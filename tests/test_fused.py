@@ -180,9 +180,10 @@ def test_several_programs_and_a_partial_last_block(variant):
         assert_rel_close(p, q)
 
 
-def test_more_samples_than_unrolled_take_the_tile_kernel():
+def test_more_samples_than_unrolled_run_a_sample_loop(variant):
+    # N > UNROLL_SAMPLES: the generated kernel peels sample 0 and loops over the others.
     sizes, N = [2, 3, 1], fu.UNROLL_SAMPLES + 3
-    assert fk.variant(sizes, N) == "tiles" and fk.variant(sizes, fu.UNROLL_SAMPLES) == "unrolled"
+    assert fk.variant(sizes, N) == variant
     x, y = _data(sizes, N, seed=1)
     a, b = Population(sizes, 2, device=DEV), Population(sizes, 2, device=DEV)
     ra = train(x, y, a, 10, 0.5, backend="fused")
@@ -195,7 +196,8 @@ def test_more_samples_than_unrolled_take_the_tile_kernel():
 def test_unrolled_rule_and_forced_variants():
     assert fu.fits([2, 5, 3, 1], 5)  # 2 * 37 + 5 * 3 + 11 = 100 words
     assert fu._words([2, 5, 3, 1], 5) == 100
-    assert not fu.fits([2, 32, 32, 1], 5) and not fu.fits([2, 3, 1], fu.UNROLL_SAMPLES + 1)
+    assert fu._words([2, 5, 3, 1], 100) == 2 * 37 + 3 + 11  # sample loop: one sample's data
+    assert not fu.fits([2, 32, 32, 1], 5) and fu.fits([2, 5, 3, 1], 4096)
     assert fk.variant([2, 5, 3, 1], 5, "tiles") == "tiles"
     with pytest.raises(ValueError, match="variant='unrolled' does not take"):
         fk.variant([2, 32, 32, 1], 5, "unrolled")
@@ -220,6 +222,11 @@ def test_generated_source_is_the_architecture():
     assert "tl.zeros" not in src
     compile(src, "<generated>", "exec")  # valid Python
     assert fu.kernel(sizes, N) is fu.kernel(tuple(sizes), N)  # generated once
+    # Beyond UNROLL_SAMPLES: sample 0 peeled (initialises), one loop for the others (adds).
+    loop = fu.source(sizes, fu.UNROLL_SAMPLES + 1)
+    assert loop.count("for n in range(1, N):") == 1 and loop.count("tl.load(x_ptr") == 2 * 2
+    assert loop.count("fused_hidden_act(") == 2 * 8 and loop.count("gw2_4_2 = ") == 1
+    assert loop.count("gw2_4_2 += ") == 1 and "tl.zeros" not in loop
 
 
 @triton.jit
@@ -272,7 +279,7 @@ def test_aot_compiles_without_spills(aot):
         print(f"  {r['config']:<12} {r['variant']:<9} {'approx' if r['fast_tanh'] else 'exp2':<6} sm_{r['cap']}: "
               f"BLOCK_G {r['block_g']:>3}, {r['regs']} regs, stack {r['stack']}, local {r['local']}")
     assert {r["cap"] for r in aot["rows"]} == {80, 90}
-    assert len(aot["rows"]) == 5 * 2 * 2 + 2
+    assert len(aot["rows"]) == 6 * 2 * 2 + 2
     for r in aot["rows"]:
         assert r["stack"] == 0 and r["local"] == 0, r  # no spills
         assert r["regs"] <= 255
