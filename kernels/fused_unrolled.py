@@ -66,6 +66,16 @@ class _Writer:
         self.lines.append("    " * self.depth + line if line else "")
 
 
+def _rows(w, base: str, params, statement: str) -> None:
+    """``statement`` (a format with ``{name}``) for each parameter at its row's address
+    ``p_row``, walking the packed buffer one row (G elements) at a time from ``base``."""
+    w(f"p_row = {base} + offs_g")
+    for r, name in enumerate(params):
+        if r:
+            w("p_row += G")
+        w(statement.format(name=name))
+
+
 def _sample(w, sizes, xs, ys, first: bool, label: str) -> None:
     """One sample's forward pass, loss, output delta, gradient accumulation and deltas, on the
     data names ``xs`` / ``ys``; ``first`` initialises the loss and the accumulators."""
@@ -125,11 +135,7 @@ def source(sizes, N: int) -> str:
         params += [f"w{l}_{i}_{j}" for i in range(sizes[l - 1]) for j in range(sizes[l])]
         params += [f"b{l}_{j}" for j in range(sizes[l])]
     w("# ---- parameters: row r of the packed [P, G] buffer is at p_ptr + r * G + g ----")
-    w("p_row = p_ptr + offs_g")
-    for r, name in enumerate(params):
-        if r:
-            w("p_row += G")
-        w(f"{name} = tl.load(p_row, mask=mask_g, other=0.0)")
+    _rows(w, "p_ptr", params, "{name} = tl.load(p_row, mask=mask_g, other=0.0)")
     if unrolled:
         w("# ---- the data, shared by every network: scalars, loaded once ----")
         for n in range(N):
@@ -170,11 +176,7 @@ def source(sizes, N: int) -> str:
     w.depth = 1
     w("# ---- results back to device memory (out_ptr is p_ptr: a second name, so that the")
     w("# compiler recomputes these addresses instead of keeping the loads' live) ----")
-    w("p_row = out_ptr + offs_g")
-    for r, name in enumerate(params):
-        if r:
-            w("p_row += G")
-        w(f"tl.store(p_row, {name}, mask=mask_g)")
+    _rows(w, "out_ptr", params, "tl.store(p_row, {name}, mask=mask_g)")
     w("tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)")
     return "\n".join(w.lines) + "\n"
 
