@@ -292,7 +292,8 @@ def block_g(sizes) -> int:
 
     ``words`` = parameters + gradient accumulators of one network on padded tiles.  When
     they fit one thread (<= ``_PARAM_REGS``) a program takes 32 * NUM_WARPS networks, one
-    per thread (lab network: 130 words -> BLOCK_G 128, 235 registers on sm_90, no spills).
+    per thread (lab network, tile kernel forced: 130 words -> BLOCK_G 128, 167 registers on
+    sm_90, no spills).
     Otherwise a network's tiles spread over several threads, the contractions become
     cross-thread reductions, and BLOCK_G is the largest power of two with
     ``words * BLOCK_G <= _SPREAD_WORDS``.  Measured by AOT compiles for sm_80 and sm_90
