@@ -227,6 +227,7 @@ def test_generated_source_is_the_architecture():
     assert loop.count("for n in range(1, N):") == 1 and loop.count("tl.load(x_ptr") == 2 * 2
     assert loop.count("fused_hidden_act(") == 2 * 8 and loop.count("gw2_4_2 = ") == 1
     assert loop.count("gw2_4_2 += ") == 1 and "tl.zeros" not in loop
+    assert fu.kernel(sizes, 17) is fu.kernel(sizes, 4096)  # one sample-loop kernel for every N > 16
 
 
 @triton.jit
