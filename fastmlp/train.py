@@ -245,7 +245,7 @@ class _Run:
             if l > 0:  # delta of the layer below, with this layer's weights before the update
                 ops.delta_bwd(self.delta[l], self.w[l], self.z[l - 1], out=self.delta[l - 1], tmp=self.tmp[l - 1])
             ops.grad_update(self.z[l - 1] if l > 0 else self.x, self.delta[l], self.w[l], self.b[l], self.lr,
-                            frozen=frozen, weight_grad=self.wg[l], bias_grad=self.bg[l])
+                            frozen=frozen, weight_grad=self.wg[l], bias_grad=self.bg[l], keep_grads=False)
 
     def check_parameters(self) -> None:
         """Freeze networks with a non-finite parameter (checked between blocks of epochs)."""

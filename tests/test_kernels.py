@@ -206,6 +206,24 @@ def test_grad_update_without_gradient_buffers(shared):
     assert_rel_close(b, b_ref, dtype)
 
 
+@pytest.mark.parametrize("engine", ["torch", "triton"])
+def test_engine_grad_update_keep_grads_false(engine):
+    # What the training loop asks: the same update, bitwise, and no gradients back; the
+    # Triton engine does not write the given buffers at all (they stay NaN).
+    ops = importlib.import_module(f"fastmlp.engine.{engine}")
+    dtype = torch.float32
+    z_prev, delta, w, b, lr = _update_inputs(3, 5, 5, 3, True, "nm", dtype)
+    w1, b1, w2, b2 = w.clone(), b.clone(), w.clone(), b.clone()
+    frozen = torch.tensor([False, True, False], device=w.device)
+    ops.grad_update(z_prev, delta, w1, b1, lr, frozen=frozen)
+    wg, bg = nan_buffer(w.shape, dtype, "nm"), nan_buffer(b.shape, dtype, "nm")
+    assert ops.grad_update(z_prev, delta, w2, b2, lr, frozen=frozen, weight_grad=wg, bias_grad=bg,
+                           keep_grads=False) == (None, None)
+    assert torch.equal(w1, w2) and torch.equal(b1, b2) and not torch.equal(w1, w)
+    if engine == "triton":
+        assert torch.isnan(wg).all() and torch.isnan(bg).all()
+
+
 @pytest.mark.parametrize("layout", ["nm", "contig", "strided"])
 def test_grad_update_frozen_networks_bitwise_untouched(layout):
     dtype = torch.float32

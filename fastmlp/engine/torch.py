@@ -133,7 +133,8 @@ def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
 
 def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                 lr: torch.Tensor, frozen: torch.Tensor | None = None,
-                weight_grad: torch.Tensor | None = None, bias_grad: torch.Tensor | None = None):
+                weight_grad: torch.Tensor | None = None, bias_grad: torch.Tensor | None = None,
+                keep_grads: bool = True):
     """Gradient and SGD step for one layer, in place on ``w`` and ``b``.
 
     ``weight_grad = z_prev^T delta`` ([G, n_in, n_out]), ``bias_grad = sum_n delta``
@@ -141,6 +142,10 @@ def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: t
     [G].  ``z_prev`` is the layer's input: x [N, n_in] (shared) or [G, N, n_in].
     Networks flagged in ``frozen`` ([G] bool, optional) are left bitwise untouched, even
     when their gradients are non-finite.  Returns ``(weight_grad, bias_grad)``.
+
+    ``keep_grads=False`` says the caller will not read the gradients (the training loop):
+    an engine may then skip writing them (the Triton engine does), and ``(None, None)`` is
+    returned.  Here the buffers, given or allocated, are the scratch the update needs.
     """
     G, n_in, n_out = w.shape
     N = delta.shape[1]
@@ -169,4 +174,4 @@ def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: t
         bias_grad.masked_fill_(frozen[:, None], 0.0)
     w.addcmul_(weight_grad, lr[:, None, None], value=-1.0)
     b.addcmul_(bias_grad, lr[:, None], value=-1.0)
-    return weight_grad, bias_grad
+    return (weight_grad, bias_grad) if keep_grads else (None, None)

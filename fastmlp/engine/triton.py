@@ -41,14 +41,19 @@ def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
 
 def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                 lr: torch.Tensor, frozen: torch.Tensor | None = None,
-                weight_grad: torch.Tensor | None = None, bias_grad: torch.Tensor | None = None):
+                weight_grad: torch.Tensor | None = None, bias_grad: torch.Tensor | None = None,
+                keep_grads: bool = True):
     """SGD step of one layer in place on ``w``, ``b``; returns ``(weight_grad, bias_grad)``.
 
-    As the torch engine, the gradients are always returned: buffers not given are
-    allocated.  (The kernel can skip writing them -- ``fastmlp.kernels.grad_update`` with
-    no buffers -- which saves writing ``params * itemsize`` bytes per network and epoch:
-    148 of the ~1.8 KB the lab network's epoch moves per network in float32.)
+    As the torch engine, the gradients are returned, in buffers allocated when not given.
+    With ``keep_grads=False`` (the training loop) the kernel does not write them at all:
+    ``params * itemsize`` fewer bytes per network and epoch (148 of the ~1.8 KB the lab
+    network's epoch moves per network in float32); given buffers are left untouched and
+    ``(None, None)`` is returned.
     """
+    if not keep_grads:
+        _k.grad_update(z_prev, delta, w, b, lr, frozen=frozen)
+        return None, None
     if weight_grad is None and bias_grad is None:
         from ..population import network_minor
 
