@@ -80,7 +80,10 @@ def analyse(sizes, N, G, epochs, fast_tanh, variant=None):
     # or none (the generated kernel with its samples unrolled).
     h_in = histogram(ins, *inner) if inner else collections.Counter()
     h_ep = histogram(ins, *outer)
-    per_ne = collections.Counter({op: N * h_in[op] + (h_ep[op] - h_in[op]) for op in h_ep})
+    # The generated kernel's sample loop runs N - 1 times (sample 0 is peeled off before it,
+    # and counted in the rest of the epoch loop); the tile kernel's runs N times.
+    trips = N - 1 if F.variant(sizes, N, variant) == "unrolled" else N
+    per_ne = collections.Counter({op: trips * h_in[op] + (h_ep[op] - h_in[op]) for op in h_ep})
     total = sum(per_ne.values())
     fp32 = sum(per_ne[o] for o in FP32_OPS)
     mufu = per_ne["MUFU"]
@@ -134,7 +137,7 @@ def main(argv=None):
           "per clock); the last column is the time those bounds allow, a lower bound")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"roofline-sm90-{date.today().isoformat()}.json"
+    path = out / f"roofline-sm90-{'-'.join(map(str, sizes))}-N{args.N}-{date.today().isoformat()}.json"
     path.write_text(json.dumps(dict(device_model=H200, triton=triton.__version__, date=date.today().isoformat(),
                                     needed=work, rows=rows), indent=2) + "\n")
     print(f"wrote {path}")

@@ -105,7 +105,8 @@ def _fused_train_kernel(
         p_ptr, out_ptr,                     # packed parameters [P, G]: W1, b1, W2, b2, ... rows (in, out)
         lr_ptr, active_ptr,                 # [G] learning rates, [G] int8 (1 = training)
         loss_ptr, s_loss,                   # [ceil(E / RECORD_EVERY), G] loss history, row stride
-        G, N, E, inv_count, grad_scale,     # runtime: networks, samples, epochs, 1/(N D_out), 2/(N D_out)
+        G, N, E,                            # runtime: networks, samples, epochs
+        scale_ptr,                          # [1/(N D_out), 2/(N D_out)] in the parameters' dtype
         NUM_LAYERS: tl.constexpr,
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, D4: tl.constexpr,
         D5: tl.constexpr,
@@ -126,6 +127,8 @@ def _fused_train_kernel(
 
     pid = tl.program_id(0)
     offs_g = pid * BLOCK_G + tl.arange(0, BLOCK_G)
+    inv_count = tl.load(scale_ptr)
+    grad_scale = tl.load(scale_ptr + 1)
     mask_g = offs_g < G
 
     # ---- parameters into registers (zero beyond the real widths and networks) ----------
@@ -417,7 +420,10 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         return
     meta = config(sizes, N, record_every, G, fast_tanh, variant)
     count = N * sizes[-1]
+    # The loss and gradient scales as a tensor in the parameters' dtype: a Python float
+    # argument would reach a compiled kernel as float32, even for float64 parameters.
+    scales = torch.tensor([1.0 / count, 2.0 / count], dtype=packed.dtype, device=packed.device)
     grid = (triton.cdiv(G, meta["BLOCK_G"]),)
     kernel = kernel_for(sizes, N, variant)
     kernel[grid](x.contiguous(), y.contiguous(), packed, packed, lr.contiguous(), active, loss_out, loss_out.stride(0),
-                 G, N, epochs, 1.0 / count, 2.0 / count, num_warps=NUM_WARPS, **meta)
+                 G, N, epochs, scales, num_warps=NUM_WARPS, **meta)

@@ -193,6 +193,29 @@ def test_more_samples_than_unrolled_run_a_sample_loop(variant):
         assert_rel_close(p, q)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_launch_passes_no_python_floats(variant, dtype, monkeypatch):
+    # Compiled Triton types a Python float argument as float32: the loss and gradient
+    # scales must reach the kernel as a tensor of the parameters' dtype.
+    launched = []
+
+    class Capture:
+        def __getitem__(self, grid):
+            return lambda *args, **meta: launched.append(args)
+
+    monkeypatch.setattr(fk, "kernel_for", lambda *a: Capture())
+    sizes, N, G = [2, 5, 3, 1], 5, 3
+    x, y = (t.to(dtype) for t in five_points())
+    pop = Population(sizes, G, dtype=dtype)
+    fk.fused_train(x, y, fk.pack(pop.weights, pop.biases), torch.full((G,), 0.25, dtype=dtype),
+                   torch.ones(G, dtype=torch.int8), torch.empty(4, G, dtype=dtype), sizes, 4)
+    (args,) = launched
+    assert not any(isinstance(a, float) for a in args)
+    (scales,) = [a for a in args if isinstance(a, torch.Tensor) and a.numel() == 2]
+    assert scales.dtype == dtype and scales.tolist() == [torch.tensor(0.2, dtype=dtype).item(),
+                                                         torch.tensor(0.4, dtype=dtype).item()]
+
+
 def test_unrolled_rule_and_forced_variants():
     assert fu.fits([2, 5, 3, 1], 5)  # 2 * 37 + 5 * 3 + 11 = 100 words
     assert fu._words([2, 5, 3, 1], 5) == 100
@@ -290,8 +313,8 @@ def test_aot_compiles_without_spills(aot):
     # The parameters' 64-bit addresses kept alive across the epoch loop once cost 94 more.
     assert max(r["regs"] for r in lab) <= 128, lab
     boundary = [r for r in aot["rows"] if r["config"] == "boundary"]
-    assert {r["variant"] for r in boundary} == {"unrolled"} and fu._words(boundary[0]["sizes"], 5) <= fu.MAX_WORDS
-    assert fu._words(boundary[0]["sizes"], 5) > fu.MAX_WORDS - 10  # it is the boundary
+    assert {r["variant"] for r in boundary} == {"unrolled"}
+    assert fu._words(boundary[0]["sizes"], boundary[0]["N"]) == fu.MAX_WORDS  # the largest the rule admits
 
 
 @pytest.mark.cuda
@@ -301,16 +324,24 @@ def test_aot_compiles_without_spills(aot):
 def test_fused_at_scale_cuda(fast, kernel):
     G, epochs = 65536, 200
     x, y = (t.cuda() for t in five_points())
-    # lr <= 1: above ~1.7 some lab networks are chaotic over 200 epochs, and float32 runs of
-    # the torch engine itself differ from float64 by 0.18 in loss there (measured on CPU).
-    lr = torch.linspace(0.05, 1.0, G, device="cuda")
+    lr = torch.linspace(0.05, 2.0, G, device="cuda")
     a, b = Population([2, 5, 3, 1], G, device="cuda"), Population([2, 5, 3, 1], G, device="cuda")
+    c = b.to(dtype=torch.float64)
     packed = fk.pack(a.weights, a.biases)
     active = torch.ones(G, dtype=torch.int8, device="cuda")
     loss = torch.full((epochs, G), float("nan"), device="cuda")
     fk.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], epochs, fast_tanh=fast, variant=kernel)
     rb = train(x, y, b, epochs, lr, backend="torch")
+    rc = train(x.double(), y.double(), c, epochs, lr.double(), backend="torch")
+    # Above lr ~1.7 some lab networks are chaotic over 200 epochs: the torch engine's own
+    # float32 and float64 runs differ by up to 0.2 in loss there (measured on CPU, G = 512),
+    # and no two float32 implementations can agree on them.  Compared: the networks whose
+    # float32 and float64 torch runs agree to 1e-6 (most of them, asserted).
+    gap = (rb.losses.double() - rc.losses).abs() / (rc.losses.abs() + rc.losses.abs().max())
+    stable = (gap <= 1e-6).all(dim=1)
+    assert stable.float().mean() > 0.9, stable.float().mean()
+    loss, expected = loss.t()[stable], rb.losses[stable]
     if fast:  # its own tolerance row: tanh.approx.f32 is good to ~6e-4 relative per evaluation
-        torch.testing.assert_close(loss, rb.losses.t(), rtol=2e-2, atol=1e-4)
+        torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-4)
     else:
-        assert_rel_close(loss, rb.losses.t())
+        assert_rel_close(loss, expected)
