@@ -21,11 +21,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .memory import ALIGN
+
 __all__ = ["Shard", "current", "init_from_env", "is_main", "barrier"]
 
-# Shard boundaries are multiples of this many networks: with vector-aligned blocks a
-# network's arithmetic is the same whichever rank trains it (bitwise on the CPU).
-ALIGN = 64
+# Shard boundaries are multiples of ALIGN networks (the chunk alignment of fastmlp.memory):
+# with vector-aligned blocks a network's arithmetic is the same whichever rank trains it
+# (bitwise on the CPU).
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .validate import ArgumentError, ArgumentTypeError
+
 _M32 = 0xFFFFFFFF
 # Networks hashed per block: keeps the int64 temporaries in cache (measured on the
 # 2-core dev box: 1M lab networks in 0.20 s with 16384, 0.99 s with one block).
@@ -131,21 +133,21 @@ def parse_init(spec: "str | InitScheme") -> InitScheme:
     if isinstance(spec, InitScheme):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"init must be a string such as 'glorot_uniform', got {type(spec).__name__}")
+        raise ArgumentTypeError("init", f"init must be a string such as 'glorot_uniform', got {type(spec).__name__}")
     name, _, arg = spec.strip().lower().partition(":")
     if name not in _DISTRIBUTION:
-        raise ValueError(f"init: unknown scheme {spec!r}; expected one of {', '.join(INIT_SCHEMES)} "
+        raise ArgumentError("init", f"init: unknown scheme {spec!r}; expected one of {', '.join(INIT_SCHEMES)} "
                          "(normal and uniform take an optional ':value', e.g. 'normal:0.1')")
     param = None
     if name in _DEFAULT_PARAM:
         try:
             param = float(arg) if arg else _DEFAULT_PARAM[name]
         except ValueError:
-            raise ValueError(f"init: {spec!r} has a non-numeric value after ':'") from None
+            raise ArgumentError("init", f"init: {spec!r} has a non-numeric value after ':'") from None
         if not math.isfinite(param) or param < 0:
-            raise ValueError(f"init: {spec!r} needs a finite value >= 0 after ':'")
+            raise ArgumentError("init", f"init: {spec!r} needs a finite value >= 0 after ':'")
     elif arg:
-        raise ValueError(f"init: {name!r} takes no ':value' (only normal and uniform do), got {spec!r}")
+        raise ArgumentError("init", f"init: {name!r} takes no ':value' (only normal and uniform do), got {spec!r}")
     return InitScheme(name, _DISTRIBUTION[name], param)
 
 

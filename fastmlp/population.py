@@ -12,82 +12,15 @@ behave as for any strided tensor; ``.contiguous()`` gives the networks-major cop
 """
 from __future__ import annotations
 
-import numbers
-from collections.abc import Iterable, Sequence
-
 import torch
 
+from .architecture import Architecture
+from .engine import torch as ops
 from .initializers import InitScheme, init_weights, parse_init, seed_keys
+from .layout import as_network_minor, is_network_minor, network_minor
+from .validate import ArgumentError, check_dtype, check_device, check_gain, check_index, check_seeds, check_sizes, check_x
 
-__all__ = ["Population", "network_minor", "is_network_minor", "check_sizes"]
-
-
-def network_minor(shape: Sequence[int], dtype: torch.dtype, device, *, fill: float | None = None) -> torch.Tensor:
-    """A new tensor of logical ``shape = [G, *rest]`` stored as ``[*rest, G]``."""
-    G, *rest = shape
-    t = torch.empty(*rest, G, dtype=dtype, device=device)
-    if fill is not None:
-        t.fill_(fill)
-    return t.permute(t.dim() - 1, *range(t.dim() - 1))
-
-
-def is_network_minor(t: torch.Tensor) -> bool:
-    """True when ``t`` ([G, ...]) is a permuted view of a contiguous ``[..., G]`` tensor."""
-    return t.permute(*range(1, t.dim()), 0).is_contiguous()
-
-
-def as_network_minor(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when already network-minor, else a network-minor copy."""
-    if is_network_minor(t):
-        return t
-    out = network_minor(t.shape, t.dtype, t.device)
-    out.copy_(t)
-    return out
-
-
-def check_sizes(sizes) -> list[int]:
-    """Validate ``[n_in, h_1, ..., n_out]``: at least two positive integers."""
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
-        raise TypeError(f"sizes must be a sequence of ints [n_in, h_1, ..., n_out], got {sizes!r}")
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least 2 entries [n_in, n_out], got {sizes}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"sizes must hold ints, got {sizes}")
-        if s < 1:
-            raise ValueError(f"sizes: every width must be >= 1, got {sizes}")
-    return [int(s) for s in sizes]
-
-
-def _check_seeds(seeds) -> torch.Tensor:
-    if isinstance(seeds, bool):
-        raise TypeError("seeds must be an int (number of networks) or an iterable of ints")
-    if isinstance(seeds, numbers.Integral):
-        if seeds < 1:
-            raise ValueError(f"seeds: the number of networks must be >= 1, got {seeds}")
-        return torch.arange(int(seeds), dtype=torch.int64)
-    if isinstance(seeds, torch.Tensor):
-        if seeds.dtype.is_floating_point or seeds.dtype == torch.bool or seeds.dim() != 1:
-            raise TypeError(f"seeds: a tensor of seeds must be 1-D integer, got {seeds.dtype} {tuple(seeds.shape)}")
-        values = seeds.to(torch.int64, copy=True).cpu()
-    elif isinstance(seeds, Iterable) and not isinstance(seeds, (str, bytes)):
-        items = list(seeds)
-        for s in items:
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-                raise TypeError(f"seeds must be ints, got {s!r}")
-            if not 0 <= s < 2**63:
-                raise ValueError(f"seeds must be in [0, 2**63), got {s}")
-        values = torch.tensor([int(s) for s in items], dtype=torch.int64)
-    else:
-        raise TypeError(f"seeds must be an int or an iterable of ints, got {type(seeds).__name__}")
-    if values.numel() == 0:
-        raise ValueError("seeds: need at least one seed (G >= 1)")
-    if (values < 0).any():
-        raise ValueError("seeds must be non-negative")
-    if torch.unique(values).numel() != values.numel():
-        raise ValueError("seeds must be distinct (duplicate seeds give identical networks)")
-    return values
+__all__ = ["Population", "network_minor", "is_network_minor", "as_network_minor", "check_sizes"]
 
 
 class Population:
@@ -108,14 +41,11 @@ class Population:
     def __init__(self, sizes, seeds, init: "str | InitScheme" = "glorot_uniform", gain: float = 1.0,
                  dtype: torch.dtype = torch.float32, device="cpu"):
         self.sizes = check_sizes(sizes)
-        seeds_t = _check_seeds(seeds)
+        seeds_t = check_seeds(seeds)
         self.init = parse_init(init)
-        if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not gain == gain or abs(gain) == float("inf"):
-            raise ValueError(f"gain must be a finite number, got {gain!r}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        self.gain = float(gain)
-        device = torch.device(device)
+        self.gain = check_gain(gain)
+        dtype = check_dtype(dtype)
+        device = check_device(device)
         self.seeds = seeds_t.to(device)
         keys = seed_keys(self.seeds)
         G = len(seeds_t)
@@ -138,11 +68,11 @@ class Population:
         The result's seeds are ``0..G-1`` (placeholders: the networks carry no seed)."""
         nets = list(nets)
         if not nets:
-            raise ValueError("from_networks: need at least one network")
+            raise ArgumentError("nets", "from_networks: need at least one network")
         sizes = nets[0].sizes
         for k, net in enumerate(nets):
             if net.sizes != sizes:
-                raise ValueError(f"from_networks: network {k} has sizes {net.sizes}, network 0 has {sizes}")
+                raise ArgumentError("nets", f"from_networks: network {k} has sizes {net.sizes}, network 0 has {sizes}")
         dtype, device = nets[0].layers[0].get_weight().dtype, nets[0].layers[0].get_weight().device
         weights, biases = [], []
         for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -165,12 +95,17 @@ class Population:
 
     # -- views and copies -----------------------------------------------------------------
     def __getitem__(self, index) -> "Population":
-        """A sub-population: a view for an int or a slice (training it trains those networks
-        here), a copy for a list / tensor of indices."""
-        if isinstance(index, numbers.Integral):
-            index = slice(index, index + 1 if index != -1 else None)
-        elif not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.int64, device=self.device)
+        """A sub-population.
+
+        * an int ``i`` or a slice: a view (training it trains those networks here);
+        * ints (a list or an int tensor, negative counting from the end) or a bool mask
+          (a list or a bool tensor of length G: the networks where it is true, in order,
+          e.g. ``pop[result.converged()]``): a copy.
+
+        An int out of range raises IndexError (as does a mask of another length); an index
+        that selects no network raises ValueError.
+        """
+        index = check_index(index, len(self), self.device)
         return self._from_parameters([w[index] for w in self.weights], [b[index] for b in self.biases],
                                      self.seeds[index], self.init, self.gain)
 
@@ -211,13 +146,20 @@ class Population:
         return self.weights[0].device
 
     @property
+    def arch(self) -> Architecture:
+        """The :class:`~fastmlp.architecture.Architecture` every network shares."""
+        arch = self.__dict__.get("_arch")
+        if arch is None or list(arch.sizes) != self.sizes:
+            arch = self._arch = Architecture(self.sizes)
+        return arch
+
+    @property
     def n_params(self) -> int:
         """Parameters per network."""
-        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        return self.arch.n_params
 
     def describe(self) -> str:
-        hidden = "".join(f" -> {h} tanh" for h in self.sizes[1:-1])
-        return f"{self.sizes[0]}{hidden} -> {self.sizes[-1]} sigmoid"
+        return self.arch.describe()
 
     def __repr__(self) -> str:
         init = f", init={self.init}, gain={self.gain:g}" if self.init is not None else ""
@@ -228,11 +170,7 @@ class Population:
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs of every network: x [N, n_in] or [G, N, n_in] -> [G, N, n_out]."""
-        from .engine import torch as ops
-        from .train import _check_x
-
-        z = _check_x(x, self.sizes[0], len(self), self.dtype, self.device)
-        n_layers = len(self.weights)
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            z = ops.linear_act_fwd(z, w, b, "sigmoid" if l == n_layers - 1 else "tanh")
+        z = check_x(x, self.sizes[0], len(self), self.dtype, self.device)
+        for w, b, act in zip(self.weights, self.biases, self.arch.acts):
+            z = ops.linear_act_fwd(z, w, b, act)
         return z

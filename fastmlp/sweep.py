@@ -7,7 +7,7 @@ paired (seed s starts from the same weights whatever the lr, see ``Population``)
 How the grid becomes populations (the sweep machinery must cost little next to training):
 
 * every configuration of one dataset whose architecture has the same *depth* (and widths
-  of the same class, see :func:`_width_class`) rides in one population: the hidden layers
+  of the same class, see :func:`fastmlp.architecture.width_class`) rides in one population: the hidden layers
   are zero-padded to the widest width at each layer, which is exact for tanh hidden units
   (a padded unit has zero weights in and out and zero bias, so zero pre-activation, zero
   output and zero gradients: it stays zero for ever, and the extra terms it adds to each
@@ -51,6 +51,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import stats
+from .architecture import Architecture, width_class
 from .engine import select_backend
 from .initializers import parse_init
 from .population import Population, network_minor
@@ -327,26 +328,11 @@ class Batch:
         return len(self.widths)
 
 
-def _width_class(w: int) -> int:
-    """Widths that may be padded to one another: 1..16, then 17..32, 33..64, ...
-
-    Padding adds exact zeros to every sum, so a padded network computes the same bits as
-    the unpadded one *if the backend evaluates both products the same way*.  The torch
-    engine switches from a sequential multiply-add loop to bmm above 16 (its ``SMALL``):
-    a 3-wide network padded to 20 would change algorithm and rounding (measured: 1e-5
-    relative after 300 epochs at lr 2, and a different trajectory for a few chaotic
-    seeds).  Within a class it is bitwise on the torch engine (tests/test_sweep.py, also
-    17 -> 32 and 40 -> 64 through bmm); power-of-two classes also keep a kernel's
-    next-power-of-two block, with the padded lanes holding the zeros a mask would load.
-    """
-    return 0 if w <= 16 else (w - 1).bit_length()
-
-
 def plan(spec: SweepSpec, history_bytes: int = _HISTORY_BYTES) -> list[Batch]:
     """The populations a sweep trains, in order.
 
     Per dataset, architectures of the same depth whose widths fall in the same class at
-    every layer (:func:`_width_class`) share a population, padded to the widest; each
+    every layer (:func:`fastmlp.architecture.width_class`) share a population, padded to the widest; each
     population is split along whole configurations when its loss history would pass
     ``history_bytes``.  The plan depends on the spec only (never on what is already
     done), so a resumed sweep trains every network in the same population, at the same
@@ -358,7 +344,7 @@ def plan(spec: SweepSpec, history_bytes: int = _HISTORY_BYTES) -> list[Batch]:
     for d in spec.datasets:
         groups: dict[tuple, list[tuple[int, ...]]] = {}
         for h in spec.hidden:
-            groups.setdefault((len(h), *map(_width_class, h)), []).append(h)
+            groups.setdefault((len(h), *map(width_class, h)), []).append(h)
         for archs in groups.values():
             widths = tuple(max(h[l] for h in archs) for l in range(len(archs[0])))
             configs = [Config(d, h, i, lr) for h in archs for i in spec.inits for lr in spec.lrs]
@@ -471,12 +457,6 @@ def _fmt_s(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def _population_bytes(G: int, sizes: list[int], N: int, epochs: int, itemsize: int) -> int:
-    """Loss history plus parameters, gradients and activations (what train allocates)."""
-    P = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return G * itemsize * (epochs + 1 + 4 * P + 3 * N * sum(sizes[1:]) + 8)
-
-
 def _probe_seconds(x, y, sizes, G: int, dtype, device, backend) -> float:
     """Seconds per network-epoch for ``sizes``, measured on a throw-away population of
     ``G`` networks (the cost per network falls with G: probe near the real size)."""
@@ -497,7 +477,7 @@ def _estimate(todo: list[Batch], spec: SweepSpec, data: dict, device, backend) -
         x, y = data[b.dataset]
         sizes = [x.shape[1], *b.widths, y.shape[1]]
         G = len(b.configs) * S
-        peak = max(peak, _population_bytes(G, sizes, x.shape[0], spec.epochs, itemsize))
+        peak = max(peak, Architecture(sizes).train_bytes(G, x.shape[0], spec.epochs, itemsize))
         if large:
             key = (b.dataset, tuple(sizes))
             if key not in rates:

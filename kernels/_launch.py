@@ -9,18 +9,19 @@ coalesced (and, when G % 16 == 0, 16-byte vectorised) access.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ..population import network_minor
+from ..architecture import KERNEL_MAX_WIDTH, next_pow2
+from ..engine.base import triton_interpreter
+from ..layout import network_minor
 
 # Widest layer the kernels take (n_in and n_out of every layer).  Reason: the contractions
 # are CUDA-core multiply-add loops whose per-program working set (BLOCK_G networks x the
 # layer's weights, re-read from L1 once per sample) is sized for small layers; at 128 a
 # network's weight matrix is already 64 KiB (float32) and a per-network product of that
 # size is better served by tensor-core batched matmul, which the torch engine uses.
-MAX_WIDTH = 128
+# (fastmlp.architecture.KERNEL_MAX_WIDTH: the triton backend's limit reads the same number.)
+MAX_WIDTH = KERNEL_MAX_WIDTH
 
 # Widths are processed in chunks of at most this many columns (next power of two of the
 # width below it): with BLOCK_G >= 32 the [BLOCK_G, BLOCK_W] accumulator stays at <= 8
@@ -36,9 +37,7 @@ DTYPES = (torch.float32, torch.float64)
 _INT32_MAX = 2**31 - 1
 
 
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+interpreting = triton_interpreter  # True when Triton runs kernels in its CPU interpreter
 
 
 def block_w(width: int) -> int:
@@ -66,8 +65,7 @@ def block_g(bw: int, itemsize: int = 4) -> int:
     return max(32, 2048 // itemsize // bw)
 
 
-def triton_next_power_of_2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+triton_next_power_of_2 = next_pow2
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:

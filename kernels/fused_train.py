@@ -35,14 +35,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ..architecture import FUSED_MAX_HIDDEN as MAX_HIDDEN
+from ..architecture import FUSED_MAX_SAMPLES as MAX_SAMPLES
+from ..architecture import FUSED_MAX_WIDTH as MAX_WIDTH
+from ..architecture import Architecture, next_pow2
 from . import fused_unrolled
 from .activations import fused_hidden_act, fused_output_act
 
 __all__ = ["fused_train", "fused_limits", "variant", "kernel_for", "config", "MAX_HIDDEN", "MAX_WIDTH", "MAX_SAMPLES"]
 
-MAX_HIDDEN = 4        # hidden layers (5 layer slots in the kernel)
-MAX_WIDTH = 32        # every layer width, inputs and outputs included
-MAX_SAMPLES = 4096    # N: samples are a runtime loop, this only bounds the launch time per epoch
+# MAX_HIDDEN (5 layer slots in the kernel), MAX_WIDTH (every width, inputs and outputs
+# included) and MAX_SAMPLES (N is a runtime loop: this only bounds the time of a launch)
+# are fastmlp.architecture's FUSED_* limits, which the fused backend checks.
 NUM_WARPS = 4
 # Per-thread budget for the parameter + gradient tiles of one network (float32 words) at
 # one network per thread.  The lab network needs 2 * (2*8 + 8*4 + 4*1 + 8 + 4 + 1) = 130.
@@ -274,20 +278,10 @@ def _fused_train_kernel(
     tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
-
-
 def fused_limits(sizes, N: int) -> str | None:
-    """None when the fused kernel takes this architecture and sample count, else why not."""
-    hidden = len(sizes) - 2
-    if hidden > MAX_HIDDEN:
-        return f"{hidden} hidden layers (the fused kernel takes at most {MAX_HIDDEN})"
-    if max(sizes) > MAX_WIDTH:
-        return f"a layer of width {max(sizes)} (the fused kernel takes widths up to {MAX_WIDTH})"
-    if N > MAX_SAMPLES:
-        return f"N = {N} samples (the fused kernel takes at most {MAX_SAMPLES})"
-    return None
+    """None when the fused kernel takes this architecture and sample count, else why not
+    (``Architecture.fused_limits``)."""
+    return Architecture(sizes).fused_limits(N)
 
 
 def block_g(sizes) -> int:
@@ -304,8 +298,7 @@ def block_g(sizes) -> int:
     8 for 2-16-16-1 (674) and 8-8-8-8-8-1 (594), 2 for 2-32-32-1 (2370) and 32-32-32-1
     (4290), 1 for 2-32-32-32-32-1 (6594); the rule reproduces each of them.
     """
-    pads = [_next_pow2(s) for s in sizes]
-    words = 2 * sum(a * b + b for a, b in zip(pads[:-1], pads[1:]))
+    words = 2 * Architecture(sizes).padded().n_params
     if words <= _PARAM_REGS:
         return 32 * NUM_WARPS
     bg = 32 * NUM_WARPS
@@ -345,13 +338,13 @@ def config(sizes, N: int, record_every: int = 1, G: int | None = None, fast_tanh
     of two): fewer idle lanes, and far less work in the interpreter."""
     which = _variant(sizes, N, variant)
     full = 32 * NUM_WARPS if which == "unrolled" else block_g(sizes)
-    bg = full if G is None else min(full, _next_pow2(G))
+    bg = full if G is None else min(full, next_pow2(G))
     meta = dict(RECORD_EVERY=record_every, FAST_TANH=fast_tanh, BLOCK_G=bg)
     if which == "tiles":
         dims = list(sizes) + [1] * (6 - len(sizes))
         meta.update(NUM_LAYERS=len(sizes) - 1)
         meta.update({f"D{i}": d for i, d in enumerate(dims)})
-        meta.update({f"P{i}": _next_pow2(d) for i, d in enumerate(dims)})
+        meta.update({f"P{i}": next_pow2(d) for i, d in enumerate(dims)})
     return meta
 
 
@@ -402,7 +395,7 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
                          f"networks), got {list(x.shape)} and {list(y.shape)}")
     G = packed.shape[1]
-    P = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    P = Architecture(sizes).n_params
     if tuple(packed.shape) != (P, G) or not packed.is_contiguous():
         raise ValueError(f"fused_train: packed must be a contiguous [{P}, {G}] tensor, got {list(packed.shape)}")
     if packed.dtype not in (torch.float32, torch.float64):

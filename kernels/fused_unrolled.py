@@ -31,23 +31,15 @@ import sys
 import triton
 import triton.language as tl
 
+from ..architecture import THREAD_WORDS, UNROLL_SAMPLES, Architecture
 from .activations import fused_hidden_act, fused_output_act
 
 __all__ = ["fits", "kernel", "source", "UNROLL_SAMPLES", "MAX_WORDS"]
 
-UNROLL_SAMPLES = 16  # N up to this: samples unrolled, data held in registers; beyond, a loop
-# Per-thread words a network may take: parameters + gradients + data + its units.  From AOT
-# compiles (Triton 3.9, float32, sm_80 / sm_90 registers): 2-5-3-1 (100 words) 127 / 127,
-# 2-6-6-1 on N = 5 (164) 217 / 231, on N = 7 (170) - / 255, 2-8-6-1 (202) 255 / 255,
-# 2-8-8-1 (244) spills 56 bytes on sm_80.  The bound keeps a margin below 255, and
-# tests/aot_fused.py compiles a network of exactly this many words.
-MAX_WORDS = 164
-
-
-def _words(sizes, N) -> int:
-    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    held = N if N <= UNROLL_SAMPLES else 1  # samples whose data sit in registers
-    return 2 * params + held * (sizes[0] + sizes[-1]) + sum(sizes)
+# UNROLL_SAMPLES (N up to which the samples are unrolled, data in registers) and MAX_WORDS
+# (the per-thread budget, with the AOT measurements behind it) are fastmlp.architecture's
+# UNROLL_SAMPLES and THREAD_WORDS; Architecture.thread_words counts a network's words.
+MAX_WORDS = THREAD_WORDS
 
 
 def fits(sizes, N) -> bool:
@@ -55,7 +47,7 @@ def fits(sizes, N) -> bool:
     ``2 * parameters + held * (inputs + outputs) + units <= MAX_WORDS``, ``held`` = N
     samples unrolled (N <= UNROLL_SAMPLES) or 1 in the sample loop (lab network on five
     points: 2 * 37 + 5 * 3 + 11 = 100).  N itself is bounded by ``fused_limits``."""
-    return _words(sizes, N) <= MAX_WORDS
+    return Architecture(sizes).fits_thread(N)
 
 
 class _Writer:

@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-import importlib
-
-train_mod = importlib.import_module("fastmlp.train")  # the package exports the function `train`
 from fastmlp import Population, train
+from fastmlp.architecture import Architecture
 from fastmlp.reference import train as reference_train
 from tests.conftest import assert_rel_close, five_points
 
@@ -147,18 +145,17 @@ def test_per_network_data_is_per_network():
         assert_rel_close(r.losses[i], ref)
 
 
-def test_chunked_training_equals_one_pass(lab_data, monkeypatch):
+def test_chunked_training_equals_one_pass(lab_data):
     x, y = lab_data
     G, epochs = 300, 120
     lrs = torch.linspace(0.05, 2.0, G)
     one = Population([2, 5, 3, 1], G)
     r_one = train(x, y, one, epochs, lrs)
     assert r_one.n_chunks == 1
-    per_net = train_mod._working_bytes_per_network([2, 5, 3, 1], 5, 4, False, False)
-    budget = G * (epochs + 1) * 4 + 100 * per_net  # room for ~100 networks at a time
-    monkeypatch.setattr(train_mod, "_available_bytes", lambda device: int(budget / train_mod._MEMORY_FRACTION) + 1)
+    arch = Architecture([2, 5, 3, 1])
+    budget = arch.history_bytes(G, epochs, 4) + 100 * arch.working_bytes(5, 4)  # room for ~100 networks at a time
     chunked = Population([2, 5, 3, 1], G)
-    r_chunked = train(x, y, chunked, epochs, lrs)
+    r_chunked = train(x, y, chunked, epochs, lrs, max_bytes=budget)
     assert r_chunked.n_chunks == 5  # chunks of 64
     assert torch.equal(r_chunked.losses, r_one.losses)
     assert torch.equal(r_chunked.final_loss, r_one.final_loss)
@@ -166,13 +163,13 @@ def test_chunked_training_equals_one_pass(lab_data, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_too_large_is_refused_before_allocating(lab_data, monkeypatch):
+def test_too_large_is_refused_before_allocating(lab_data):
     x, y = lab_data
-    monkeypatch.setattr(train_mod, "_available_bytes", lambda device: 1000)
     pop = Population([2, 5, 3, 1], 100)
     before = pop.weights[0].clone()
-    with pytest.raises(MemoryError, match=r"GiB.*loss history"):
-        train(x, y, pop, 2500, 0.25)
+    with pytest.raises(MemoryError, match=r"GiB.*loss history.*max_bytes") as e:
+        train(x, y, pop, 2500, 0.25, max_bytes=1000)
+    assert e.value.arg == "seeds"
     assert torch.equal(pop.weights[0], before)
 
 

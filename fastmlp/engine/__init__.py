@@ -1,86 +1,99 @@
-"""Backends: one module of ops each, chosen in exactly one place (:func:`select_backend`).
+"""Backends: one module each behind one interface (``engine/base.py``), chosen in one place.
 
 =========  ==========================================  =====================================
 backend    runs on                                     what it is
 =========  ==========================================  =====================================
-torch      any device (the CPU path)                   batched torch ops, ``engine/torch.py``
-triton     CUDA (or CPU with ``TRITON_INTERPRET=1``)   fused per-layer Triton kernels
 fused      CUDA (or CPU with ``TRITON_INTERPRET=1``)   one launch runs many epochs, weights in
                                                        registers (``engine/fused.py``); small
                                                        networks, data shared by all networks
+triton     CUDA (or CPU with ``TRITON_INTERPRET=1``)   fused per-layer Triton kernels
+                                                       (``engine/triton.py``), widths <= 128
+torch      any device (the CPU path)                   batched torch ops, ``engine/torch.py``
 =========  ==========================================  =====================================
 
-``"auto"`` picks the fastest backend that can run, silently; a backend named explicitly
-that cannot run raises a ValueError naming the reason and the fallback.
+The registry below is the only place that knows backend names; its order is the order in
+which ``"auto"`` tries them: the first that runs on the device (``auto_devices``), is
+available (``unavailable``) and takes the problem (``limits``) is picked, silently.  A
+backend named explicitly that cannot run raises an :class:`~fastmlp.validate.ArgumentError`
+(``arg == "backend"``) naming the reason and the backend ``"auto"`` would use instead.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-
 import torch as _torch  # aliased: the submodule fastmlp.engine.torch would shadow it
 
-BACKENDS = ("auto", "torch", "triton", "fused")
+from ..validate import ArgumentError, ArgumentTypeError
+from . import fused, torch, triton
+from .base import Backend, LayerBackend, LayerRun, Problem, Run, finite_loss, triton_available, triton_interpreter
+
+__all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "register", "unregister", "names",
+           "get_backend", "select_backend", "finite_loss", "triton_available", "triton_interpreter"]
+
+_REGISTRY: dict[str, Backend] = {}
 
 
-def triton_available() -> bool:
-    """True when the triton package can be imported (without importing it)."""
-    return importlib.util.find_spec("triton") is not None
-
-
-def triton_interpreter() -> bool:
-    """True when ``TRITON_INTERPRET=1``: Triton kernels then run on the CPU, slowly."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def select_backend(backend: str, device: _torch.device, sizes=None, n_samples: int | None = None,
-                   shared_data: bool = True) -> str:
-    """Resolve ``backend`` for tensors on ``device``; raise ValueError when it cannot run.
-
-    ``sizes``, ``n_samples`` and ``shared_data`` (x and y shared by all networks) decide
-    whether the one-launch ``fused`` kernel can take the problem.
-    """
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
-    device = _torch.device(device)
-    if backend == "auto":
-        if device.type == "cuda" and triton_available() and _has_triton_engine():
-            fits = sizes is not None and n_samples is not None and _fused_limits(sizes, n_samples, shared_data) is None
-            return "fused" if fits else "triton"
-        return "torch"
-    if backend in ("triton", "fused"):
-        if not triton_available():
-            raise ValueError(f"backend={backend!r} needs the triton package (pip install triton, Linux); "
-                             "use backend='torch' instead")
-        if device.type != "cuda" and not (device.type == "cpu" and triton_interpreter()):
-            raise ValueError(f"backend={backend!r} needs the population on a CUDA device, but it is on {device}; "
-                             "move it with population.to('cuda'), use backend='torch', or set "
-                             "TRITON_INTERPRET=1 to run the kernels in Triton's (slow) CPU interpreter")
-        if not _has_triton_engine():
-            raise ValueError(f"backend={backend!r} is not available in this build; use backend='torch'")
-    if backend == "fused" and sizes is not None and n_samples is not None:
-        why = _fused_limits(sizes, n_samples, shared_data)
-        if why is not None:
-            raise ValueError(f"backend='fused' cannot train {why}; use backend='triton' (per-layer kernels) "
-                             "or backend='torch'")
+def register(backend: Backend, *, before: str | None = None) -> Backend:
+    """Add ``backend`` under ``backend.name``; ``"auto"`` tries it after those registered
+    before it, or just before the backend named ``before``."""
+    if not isinstance(backend, Backend):
+        raise ArgumentTypeError("backend", f"register() takes a fastmlp.engine.Backend, got {type(backend).__name__}")
+    name = backend.name
+    if not isinstance(name, str) or not name.isidentifier() or name == "auto":
+        raise ArgumentError("backend", f"a backend needs a name that is an identifier other than 'auto', got {name!r}")
+    if name in _REGISTRY:
+        raise ArgumentError("backend", f"a backend named {name!r} is registered already")
+    if before is not None and before not in _REGISTRY:
+        raise ArgumentError("before", f"no backend named {before!r} to register before")
+    items = list(_REGISTRY.items())
+    at = len(items) if before is None else [k for k, _ in items].index(before)
+    items.insert(at, (name, backend))
+    _REGISTRY.clear()
+    _REGISTRY.update(items)
     return backend
 
 
-def _fused_limits(sizes, n_samples: int, shared_data: bool) -> str | None:
-    if not shared_data:
-        return "per-network x or y (the fused kernel reads one data set shared by all networks)"
-    from ..kernels.fused_train import fused_limits
-
-    return fused_limits(sizes, n_samples)
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
 
 
-def _has_triton_engine() -> bool:
-    return importlib.util.find_spec("fastmlp.engine.triton") is not None
+def names() -> tuple[str, ...]:
+    """Every accepted ``backend=`` value: "auto", then the registered backends in auto order."""
+    return ("auto", *_REGISTRY)
 
 
-def get_ops(backend: str):
-    """The ops module of a resolved backend (``linear_act_fwd``, ``output_delta``, ...).
-    ``fused`` trains whole blocks of epochs at once (``engine/fused.py``); its per-layer
-    ops, used outside the epoch loop, are the torch engine's."""
-    return importlib.import_module(f"fastmlp.engine.{backend}")
+def get_backend(name: str) -> Backend:
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ArgumentError("backend", f"backend must be one of {', '.join(map(repr, names()))}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def _auto(device: _torch.device, problem: Problem | None, skip: str | None = None) -> Backend:
+    for name, b in _REGISTRY.items():
+        if name == skip or (b.auto_devices is not None and device.type not in b.auto_devices):
+            continue
+        if b.unavailable(device) is None and (problem is None or b.limits(problem) is None):
+            return b
+    return _REGISTRY["torch"]
+
+
+def select_backend(backend: str, device, problem: Problem | None = None) -> Backend:
+    """The backend that trains ``problem`` on ``device``: ``backend`` itself, or for "auto"
+    the first of the registry that can.  Without ``problem`` only the device is checked
+    (a sweep's early check); raises ArgumentError(arg="backend") when it cannot run."""
+    device = _torch.device(device)
+    if backend == "auto":
+        return _auto(device, problem)
+    chosen = get_backend(backend)
+    why = chosen.unavailable(device)
+    if why is None and problem is not None:
+        limit = chosen.limits(problem)
+        why = None if limit is None else f"cannot train {limit}"
+    if why is not None:
+        fallback = _auto(device, problem, skip=backend).name
+        raise ArgumentError("backend", f"backend={backend!r} {why}; use backend={fallback!r} instead "
+                                       f"(what backend='auto' picks here)")
+    return chosen
+
+
+for _b in (fused.BACKEND, triton.BACKEND, torch.BACKEND):
+    register(_b)
+del _b

@@ -1,32 +1,33 @@
 """The one-launch backend: ``kernels/fused_train.py`` trains a block of epochs per launch.
 
-The training loop (``fastmlp.train``) calls :class:`FusedRun` instead of composing per-layer
-ops: parameters are packed once into a ``[P, G]`` network-minor buffer, each block of
-epochs is one kernel launch that keeps every network's weights in registers, and the
-population's tensors are written back between blocks only when the loop asks (parameter
-checks, Ctrl-C, the end).  The per-layer ops of this module are the torch engine's: they
-serve the final forward pass and ``Population.predict``.
+Parameters are packed once into a ``[P, G]`` network-minor buffer; each block of epochs is
+one kernel launch that keeps every network's weights in registers; the population's
+tensors are written back between blocks only when the loop asks (the end, Ctrl-C).
+The kernels are imported when a run starts, so asking whether this backend takes a
+problem (``BACKEND.limits``) reads only the :class:`~fastmlp.architecture.Architecture`.
+
+Limits: data shared by all networks, float32 / float64, and
+``Architecture.fused_limits`` (at most 4 hidden layers, widths up to 32, N up to 4096).
 """
 from __future__ import annotations
 
 import torch
 
-from ..kernels import fused_train as _fk
-from ..population import Population
-from .torch import delta_bwd, grad_update, linear_act_fwd, output_delta  # noqa: F401  (per-layer ops)
+from .base import Backend, Problem, finite_loss
+from .triton import triton_unavailable
 
-__all__ = ["FusedRun", "linear_act_fwd", "output_delta", "delta_bwd", "grad_update"]
+__all__ = ["FusedRun", "FusedBackend", "BACKEND"]
 
 
 class FusedRun:
-    """Buffers and launches for one chunk of networks; the same surface as the loop's ``_Run``."""
+    """Packed parameters and launches for one chunk of networks (a :class:`~fastmlp.engine.base.Run`)."""
 
-    def __init__(self, pop: Population, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor):
-        if x.dim() != 2 or y.dim() != 2:
-            raise ValueError("backend='fused' needs x and y shared by all networks; use backend='triton'")
+    def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor):
+        from ..kernels import fused_train  # imports triton
+
+        self._fk = fused_train
         self.pop, self.x, self.y, self.lr = pop, x, y, lr
-        self.sizes = pop.sizes
-        self.packed = _fk.pack(pop.weights, pop.biases)
+        self.packed = fused_train.pack(pop.weights, pop.biases)
         self.active_i8 = torch.ones(len(pop), dtype=torch.int8, device=pop.device)
         self._synced = True  # the population's tensors hold what `packed` holds
 
@@ -36,26 +37,51 @@ class FusedRun:
 
     def block(self, history_rows: torch.Tensor) -> None:
         """Train ``len(history_rows)`` epochs in one launch, recording every epoch's loss."""
-        _fk.fused_train(self.x, self.y, self.packed, self.lr, self.active_i8, history_rows, self.sizes,
-                        history_rows.shape[0])
+        self._fk.fused_train(self.x, self.y, self.packed, self.lr, self.active_i8, history_rows, self.pop.sizes,
+                             history_rows.shape[0])
         self._synced = False
 
     def check_parameters(self) -> None:
-        """Freeze networks with a non-finite parameter."""
         finite = torch.isfinite(self.packed).all(dim=0)
         self.active_i8.mul_(finite.to(torch.int8))
 
     def write_back(self) -> None:
         if not self._synced:
-            _fk.unpack_into(self.packed, self.pop.weights, self.pop.biases)
+            self._fk.unpack_into(self.packed, self.pop.weights, self.pop.biases)
             self._synced = True
 
-    def forward_loss(self, loss_out: torch.Tensor) -> None:
-        """Loss of the current parameters (the final loss), with the torch engine's ops."""
+    def final_loss(self, out: torch.Tensor) -> None:
+        """Loss of the current parameters, with the torch engine's ops."""
+        from .torch import linear_act_fwd, output_delta
+
         self.write_back()
         z = self.x
-        L = len(self.pop.weights)
-        for l, (w, b) in enumerate(zip(self.pop.weights, self.pop.biases)):
-            z = linear_act_fwd(z, w, b, "sigmoid" if l == L - 1 else "tanh")
-        output_delta(z, self.y, loss=loss_out)
-        self.active_i8.mul_((loss_out - loss_out == 0).to(torch.int8))
+        for w, b, act in zip(self.pop.weights, self.pop.biases, self.pop.arch.acts):
+            z = linear_act_fwd(z, w, b, act)
+        output_delta(z, self.y, loss=out)
+        finite = finite_loss(out, torch.empty_like(out), torch.empty_like(out, dtype=torch.bool))
+        self.active_i8.mul_(finite.to(torch.int8))
+
+
+class FusedBackend(Backend):
+    name = "fused"
+    # Epochs per launch.  Overhead per launch: one parameter check and a progress update
+    # (bench/bench_train.py measures it against one launch for all epochs).
+    block_epochs = 250
+    auto_devices = ("cuda",)
+
+    def unavailable(self, device):
+        return triton_unavailable(device, "its one-launch kernels")
+
+    def limits(self, problem: Problem):
+        if not problem.shared_data:
+            return "per-network x or y (the fused program reads one data set shared by all networks)"
+        if problem.dtype not in (torch.float32, torch.float64):
+            return f"{problem.dtype} parameters (the fused program takes float32 and float64)"
+        return problem.arch.fused_limits(problem.N)
+
+    def start(self, pop, x, y, lr) -> FusedRun:
+        return FusedRun(pop, x, y, lr)
+
+
+BACKEND = FusedBackend()

@@ -1,6 +1,6 @@
 """The batched torch engine: the lab's equations on ``[G, ...]`` tensors, without autograd.
 
-This is the CPU backend and the oracle for every Triton kernel in ``fastmlp.kernels``.
+This is the CPU backend (``BACKEND``, registered as "torch") and the oracle for every Triton kernel in ``fastmlp.kernels``.
 Four ops, the same set the Triton backend implements (docs/backprop.md derives them):
 
 =================  ======================================================================
@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import torch
 
-from ..population import is_network_minor, network_minor
+from ..architecture import SMALL_CONTRACTION as SMALL
+from ..layout import is_network_minor, network_minor
+from .base import LayerBackend
 
-__all__ = ["linear_act_fwd", "output_delta", "delta_bwd", "grad_update", "apply_act", "SMALL"]
+__all__ = ["linear_act_fwd", "output_delta", "delta_bwd", "grad_update", "apply_act", "SMALL", "BACKEND"]
 
-# Contractions up to this length run as broadcast multiply-add loops; longer ones as bmm.
-# 16: at G = 8192 on the 2-core dev box, the loop beats bmm up to K ~ 24 (bench_train.py).
-SMALL = 16
+# Contractions up to SMALL (architecture.SMALL_CONTRACTION) run as broadcast multiply-add
+# loops; longer ones as bmm.
 
 
 def _new(shape, like: torch.Tensor) -> torch.Tensor:
@@ -175,3 +176,13 @@ def grad_update(z_prev: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: t
     w.addcmul_(weight_grad, lr[:, None, None], value=-1.0)
     b.addcmul_(bias_grad, lr[:, None], value=-1.0)
     return (weight_grad, bias_grad) if keep_grads else (None, None)
+
+
+class TorchBackend(LayerBackend):
+    """The four ops above, on any device torch runs on; no limits."""
+
+    name = "torch"
+    ops_module = __name__
+
+
+BACKEND = TorchBackend()

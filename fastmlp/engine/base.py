@@ -1,0 +1,195 @@
+"""The backend interface: what the training loop asks of a backend, and may assume.
+
+The loop (:func:`fastmlp.train`) splits a population into chunks of networks and, for
+each chunk, asks the selected :class:`Backend` to :meth:`~Backend.start` a :class:`Run`;
+then, for every block of ``backend.block_epochs`` epochs, it calls ``run.block(rows)``
+and ``run.check_parameters()``; at the end ``run.final_loss(out)``; and, whatever
+happened (Ctrl-C included), ``run.write_back()``.  A backend promises:
+
+* ``block(rows)`` trains ``len(rows)`` epochs of full-batch gradient descent and writes
+  into ``rows[e]`` ([g]) each network's MSE at the start of epoch ``e`` -- the loss of the
+  forward pass that feeds that epoch's gradient (the lab's ``losses``);
+* a network whose loss turns non-finite (:func:`finite_loss`, the one expression every
+  backend uses) is frozen from that epoch on: never updated again, its later losses still
+  recorded; ``run.active`` ([g] bool) is False for it.  Nothing about it may change any
+  other network's numbers;
+* ``check_parameters()`` freezes the networks with a non-finite parameter;
+* ``final_loss(out)`` writes the MSE of the current parameters and freezes the non-finite;
+* after ``write_back()`` the population's tensors hold the trained parameters, so the
+  population is consistent between any two blocks.
+
+The loop may assume nothing else: a backend keeps its parameters wherever it likes
+between blocks (the fused backend keeps a packed copy).  Adding a backend is a module
+with a :class:`Backend` subclass and one :func:`fastmlp.engine.register` call
+(docs/backends.md).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..architecture import Architecture
+from ..layout import as_network_minor, network_minor
+
+__all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "finite_loss", "triton_available",
+           "triton_interpreter"]
+
+
+def triton_available() -> bool:
+    """True when the triton package can be imported (without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_interpreter() -> bool:
+    """True when ``TRITON_INTERPRET=1``: Triton kernels then run on the CPU, slowly."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def finite_loss(loss: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = (loss - loss == 0)``: False exactly for nan and +-inf, allocation-free.
+
+    The divergence test of every backend (the fused kernels evaluate the same expression on
+    their registers)."""
+    torch.sub(loss, loss, out=scratch)
+    return torch.eq(scratch, 0.0, out=out)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a backend is asked to train: decides whether it can (:meth:`Backend.limits`)."""
+
+    arch: Architecture
+    N: int
+    shared_data: bool  # x and y shared by all networks
+    dtype: torch.dtype
+
+
+@runtime_checkable
+class Run(Protocol):
+    """One chunk of networks being trained (see the module docstring for the contract)."""
+
+    @property
+    def active(self) -> torch.Tensor: ...  # [g] bool: networks still training
+
+    def block(self, history_rows: torch.Tensor) -> None: ...  # [epochs, g]
+
+    def check_parameters(self) -> None: ...
+
+    def final_loss(self, out: torch.Tensor) -> None: ...  # [g]
+
+    def write_back(self) -> None: ...
+
+
+class Backend:
+    """A way to train a chunk of networks.  Subclasses set ``name`` and implement :meth:`start`;
+    :meth:`unavailable` and :meth:`limits` say when they cannot run (None: they can)."""
+
+    name: str = ""
+    # Epochs per block: between two blocks the loop checks parameters, updates the progress
+    # bar and can be interrupted with the population consistent.
+    block_epochs: int = 50
+    # Device types on which backend="auto" may pick this backend (None: every type).
+    auto_devices: tuple[str, ...] | None = None
+
+    def unavailable(self, device: torch.device) -> str | None:
+        """Why this backend cannot run on ``device`` here (a missing package, ...), or None."""
+        return None
+
+    def limits(self, problem: Problem) -> str | None:
+        """Why this backend cannot train ``problem`` ("a layer of width 40 (...)"), or None."""
+        return None
+
+    def start(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> Run:
+        """Buffers for training ``pop`` (a chunk: a view of the user's population) on checked
+        ``x``, ``y`` and ``lr [g]``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<fastmlp backend {self.name!r}>"
+
+
+class LayerBackend(Backend):
+    """A backend made of the four per-layer ops of ``fastmlp.engine.torch`` (``linear_act_fwd``,
+    ``output_delta``, ``delta_bwd``, ``grad_update``), composed by :class:`LayerRun`."""
+
+    ops_module: str = ""  # the module holding the ops, imported when a run starts
+
+    def ops(self):
+        return importlib.import_module(self.ops_module)
+
+    def start(self, pop, x, y, lr) -> "LayerRun":
+        return LayerRun(pop, x, y, lr, self.ops())
+
+
+class LayerRun:
+    """An epoch as the lab writes it, one op call per layer and step; buffers allocated once
+    (an epoch allocates nothing)."""
+
+    def __init__(self, pop, x, y, lr, ops):
+        self.ops = ops
+        self.x, self.y, self.lr = x, y, lr
+        G, dtype, device = len(pop), pop.dtype, pop.device
+        N = x.shape[-2]
+        # Work on the population's own tensors when they are network-minor (the usual
+        # case); a strided view (a slice of a bigger population) gets a compact copy.
+        self.pop = pop
+        self.w = [as_network_minor(w) for w in pop.weights]
+        self.b = [as_network_minor(b) for b in pop.biases]
+        self.copied = [w is not w0 for w, w0 in zip(self.w, pop.weights)] + \
+                      [b is not b0 for b, b0 in zip(self.b, pop.biases)]
+        widths = pop.arch.sizes[1:]
+        self.z = [network_minor((G, N, n), dtype, device) for n in widths]
+        self.delta = [network_minor((G, N, n), dtype, device) for n in widths]
+        self.tmp = [network_minor((G, N, n), dtype, device) for n in widths]
+        self.wg = [network_minor(w.shape, dtype, device) for w in self.w]
+        self.bg = [network_minor(b.shape, dtype, device) for b in self.b]
+        self.active = torch.ones(G, dtype=torch.bool, device=device)
+        self.frozen = torch.zeros(G, dtype=torch.bool, device=device)
+        self.all_active = torch.ones((), dtype=torch.bool, device=device)
+        self.scratch = torch.empty(G, dtype=dtype, device=device)
+        self.finite = torch.empty(G, dtype=torch.bool, device=device)
+        # On the CPU reading a flag is free, so the frozen mask is applied only when some
+        # network is frozen; on a GPU the mask is always passed (no host sync per epoch).
+        self.cheap_sync = device.type == "cpu"
+        self.acts = pop.arch.acts
+
+    def forward_loss(self, loss_out: torch.Tensor) -> None:
+        ops, inp = self.ops, self.x
+        for l, act in enumerate(self.acts):
+            ops.linear_act_fwd(inp, self.w[l], self.b[l], act, out=self.z[l])
+            inp = self.z[l]
+        ops.output_delta(self.z[-1], self.y, delta=self.delta[-1], loss=loss_out, tmp=self.tmp[-1])
+        self.active.logical_and_(finite_loss(loss_out, self.scratch, self.finite))
+
+    def block(self, history_rows: torch.Tensor) -> None:
+        for row in history_rows:
+            self.epoch(row)
+
+    def epoch(self, loss_out: torch.Tensor) -> None:
+        self.forward_loss(loss_out)
+        ops = self.ops
+        frozen = None
+        if not self.cheap_sync or not bool(torch.all(self.active, out=self.all_active)):
+            frozen = torch.logical_not(self.active, out=self.frozen)
+        for l in reversed(range(len(self.acts))):
+            if l > 0:  # delta of the layer below, with this layer's weights before the update
+                ops.delta_bwd(self.delta[l], self.w[l], self.z[l - 1], out=self.delta[l - 1], tmp=self.tmp[l - 1])
+            ops.grad_update(self.z[l - 1] if l > 0 else self.x, self.delta[l], self.w[l], self.b[l], self.lr,
+                            frozen=frozen, weight_grad=self.wg[l], bias_grad=self.bg[l], keep_grads=False)
+
+    def check_parameters(self) -> None:
+        for t in self.w + self.b:
+            self.active &= torch.isfinite(t).flatten(1).all(dim=1)
+
+    def final_loss(self, out: torch.Tensor) -> None:
+        self.forward_loss(out)
+
+    def write_back(self) -> None:
+        for t, t0, copied in zip(self.w + self.b, self.pop.weights + self.pop.biases, self.copied):
+            if copied:
+                t0.copy_(t)
