@@ -1,11 +1,26 @@
 """Command line: ``fastmlp train`` (the lab at scale; what ``make demo`` runs) and
-``fastmlp sweep`` (the lab's closing questions over a grid, see :mod:`fastmlp.sweep`)."""
+``fastmlp sweep`` (the lab's closing questions over a grid, see :mod:`fastmlp.sweep`).
+
+Every error ends as ``fastmlp <command>: error: --flag: message`` with exit status 2 (130
+after Ctrl-C), never a traceback: the library's errors carry the argument they are about
+(``err.arg``, :mod:`fastmlp.validate`) and :data:`FLAGS` maps it to its flag.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
 import torch
+
+from . import engine
+from .validate import ArgumentError, NotEnoughMemory, check_device
+
+# Argument of the library (train, Population, sweep, datasets) -> the flag that sets it.
+FLAGS = {"sizes": "--hidden", "hidden": "--hidden", "seeds": "--seeds", "init": "--init", "gain": "--gain",
+         "dtype": "--dtype", "device": "--device", "backend": "--backend", "epochs": "--epochs", "lr": "--lr",
+         "x": "--dataset", "y": "--dataset", "datasets": "--dataset", "dataset": "--dataset", "name": "--dataset",
+         "path": "--dataset", "eps": "--eps",
+         "out": "--out", "formats": "--formats"}
 
 LAB_DEFAULTS = dict(dataset="five_points", hidden="5,3", epochs=2500, lr=0.25, seeds="1024",
                     init="glorot_uniform", gain=1.0, backend="auto", dtype="float32")
@@ -66,6 +81,16 @@ def _finite(text: str, *, positive: bool, what: str) -> float:
     return v
 
 
+def _gain(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or abs(v) == float("inf"):
+        raise argparse.ArgumentTypeError(f"the gain must be a finite number, got {text!r}")
+    return v
+
+
 def _lr(text: str) -> float:
     return _finite(text, positive=False, what="the learning rate")
 
@@ -74,11 +99,20 @@ def _eps(text: str) -> float:
     return _finite(text, positive=True, what="the convergence threshold")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse words its own errors ``argument --flag: message``; the library's errors come
+    out as ``--flag: message``: one form for both."""
+
+    def error(self, message: str):
+        super().error(message.removeprefix("argument "))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastmlp", description="Train many small MLPs at once, "
-                                     "with the lab's hand-derived backpropagation.")
+    parser = _Parser(prog="fastmlp", description="Train many small MLPs at once, "
+                     "with the lab's hand-derived backpropagation.")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train one population (defaults: the lab's setup, 1024 seeds)",
+    parser.commands = {}  # command -> its parser (errors read "fastmlp <command>: error: ...")
+    t = parser.commands["train"] = sub.add_parser("train", help="train one population (defaults: the lab's setup, 1024 seeds)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--dataset", default=LAB_DEFAULTS["dataset"],
                    help="five_points, xor, circles, moons, spirals, or csv:PATH")
@@ -91,14 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", default=LAB_DEFAULTS["init"],
                    help="glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, lecun_uniform, "
                         "normal[:std], uniform[:bound], zeros")
-    t.add_argument("--gain", type=float, default=LAB_DEFAULTS["gain"])
+    t.add_argument("--gain", type=_gain, default=LAB_DEFAULTS["gain"], help="multiplies the init scheme's scale")
     t.add_argument("--dtype", choices=["float32", "float64"], default=LAB_DEFAULTS["dtype"])
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    t.add_argument("--backend", default=LAB_DEFAULTS["backend"], help="auto, torch or triton")
+    t.add_argument("--backend", default=LAB_DEFAULTS["backend"], choices=engine.names(),
+                   help="auto picks the fastest that can run (see fastmlp.engine)")
     t.add_argument("--out", default="runs/train", help="run folder to write")
     t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.sweep_parser = _add_sweep_parser(sub)  # its errors read "fastmlp sweep: error: ..."
+    parser.commands["sweep"] = _add_sweep_parser(sub)
     return parser
 
 
@@ -167,21 +202,18 @@ def _flatten(groups, default):
     return [v for group in groups for item in group for v in (item if isinstance(item, list) else [item])]
 
 
-def cmd_sweep(args, parser, argv) -> int:
+def cmd_sweep(args, argv) -> int:
     import shlex
 
-    from .sweep import SweepSpecError, sweep
+    from .sweep import sweep
 
     hidden = [h for group in (args.hidden or [[parse_hidden(h) for h in SWEEP_DEFAULTS["hidden"]]]) for h in group]
-    try:
-        sweep(args.out, hidden=hidden, lr=_flatten(args.lr, SWEEP_DEFAULTS["lr"]),
-              init=_flatten(args.init, SWEEP_DEFAULTS["init"]), datasets=_flatten(args.dataset, SWEEP_DEFAULTS["dataset"]),
-              seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
-              device=_default_device(args), backend=args.backend, progress=False if args.no_progress else None,
-              plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
-              command="fastmlp " + shlex.join(argv))
-    except SweepSpecError as e:
-        getattr(parser, "sweep_parser", parser).error(f"{e.flag}: {e.message}")
+    sweep(args.out, hidden=hidden, lr=_flatten(args.lr, SWEEP_DEFAULTS["lr"]),
+          init=_flatten(args.init, SWEEP_DEFAULTS["init"]), datasets=_flatten(args.dataset, SWEEP_DEFAULTS["dataset"]),
+          seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
+          device=_default_device(args), backend=args.backend, progress=False if args.no_progress else None,
+          plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
+          command="fastmlp " + shlex.join(argv))
     return 0
 
 
@@ -194,37 +226,23 @@ def _default_device(args) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cmd_train(args, parser) -> int:
+def cmd_train(args) -> int:
     from . import datasets, distributed
     from .population import Population
     from .results import format_summary, save_run
     from .train import train
 
-    device = _default_device(args)
+    device = check_device(_default_device(args))
     say = print if distributed.is_main() else (lambda *a, **k: None)
-    try:
-        x, y = datasets.get(args.dataset)
-    except (ValueError, TypeError, OSError) as e:
-        parser.error(f"--dataset: {e}")
+    x, y = datasets.get(args.dataset)
     sizes = [x.shape[1], *args.hidden, y.shape[1]]
-    dtype = getattr(torch, args.dtype)
-    try:
-        pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=dtype, device=device)
-    except (ValueError, TypeError) as e:
-        flag = next((f for f in ("init", "gain", "seeds") if f in str(e)), "hidden")
-        parser.error(f"--{flag}: {e}")
-    except RuntimeError as e:  # e.g. an unknown or unavailable device
-        parser.error(f"--device: {e}")
+    pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=getattr(torch, args.dtype),
+                     device=device)
     shard = distributed.current()
     say(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}"
         + (f", sharded over {shard.world_size} ranks" if shard else ""))
-    try:
-        result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
-                       progress=False if args.no_progress or not distributed.is_main() else None)
-    except ValueError as e:
-        if "backend" in str(e):
-            parser.error(f"--backend: {e}")
-        raise
+    result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
+                   progress=False if args.no_progress or not distributed.is_main() else None)
     config = {"dataset": args.dataset, "sizes": sizes, "epochs": args.epochs, "lr": args.lr,
               "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
@@ -237,20 +255,30 @@ def cmd_train(args, parser) -> int:
     return 0
 
 
+def _flag(arg: str | None) -> str:
+    return FLAGS.get(arg, f"--{arg.replace('_', '-')}") if arg else "error"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    command = parser.commands[args.command]
     from . import distributed
 
     args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
     try:
         if args.command == "train":
-            return cmd_train(args, parser)
-        if args.command == "sweep":
-            return cmd_sweep(args, parser, argv)
-        parser.error(f"unknown command {args.command!r}")
-        return 2
+            return cmd_train(args)
+        return cmd_sweep(args, argv)
+    except (ArgumentError, NotEnoughMemory) as e:
+        command.error(f"{_flag(e.arg)}: {e.message}")
+    except (MemoryError, OSError) as e:  # the allocator, or a file that cannot be read or written
+        what = "out of memory" if isinstance(e, MemoryError) else "file error"
+        command.error(f"{what}: {e}")
+    except KeyboardInterrupt:
+        print(f"\n{command.prog}: interrupted", file=sys.stderr)
+        return 130
     finally:
         if args.rank_device is not None:
             import torch.distributed as dist

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import csv
 import math
-import numbers
 import os
 from typing import Callable, Dict, List, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from .validate import ArgumentError, ArgumentTypeError, check_int, check_real
 
 __all__ = [
     "DATASETS",
@@ -42,37 +43,19 @@ Dataset = Tuple[Tensor, Tensor]
 # --------------------------------------------------------------------------- checks
 
 def _check_n(n: object) -> int:
-    # bool is an int subclass; n=True is almost surely a mistake.
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return int(n)
-
-
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    return check_int("n", n, 1)
 
 
 def _check_noise(noise: object) -> float:
-    noise = _check_real("noise", noise)
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
-    return noise
+    return check_real("noise", noise, minimum=0)
 
 
 def _generator(seed: object) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    seed = check_int("seed", seed, 0)
+    if seed >= 2**64:
+        raise ArgumentError("seed", f"seed must be in [0, 2**64), got {seed}")
     g = torch.Generator()
-    g.manual_seed(int(seed))
+    g.manual_seed(seed)
     return g
 
 
@@ -128,9 +111,9 @@ def circles(n: int = 100, noise: float = 0.05, factor: float = 0.5,
     spaced in angle, then moved by Gaussian noise of std ``noise``.
     """
     n, noise, g = _check_n(n), _check_noise(noise), _generator(seed)
-    factor = _check_real("factor", factor)
-    if not 0 <= factor < 1:
-        raise ValueError(f"factor must be in [0, 1), got {factor}")
+    factor = check_real("factor", factor, minimum=0)
+    if factor >= 1:
+        raise ArgumentError("factor", f"factor must be in [0, 1), got {factor}")
     n_out, n_in = _split(n)
 
     def ring(m: int, radius: float) -> Tensor:
@@ -183,9 +166,7 @@ def spirals(n: int = 100, noise: float = 0.05, turns: float = 1.5,
     ``noise`` well below that (more turns: harder for a small network).
     """
     n, noise, g = _check_n(n), _check_noise(noise), _generator(seed)
-    turns = _check_real("turns", turns)
-    if turns <= 0:
-        raise ValueError(f"turns must be > 0, got {turns}")
+    turns = check_real("turns", turns, positive=True)
     n0, n1 = _split(n)
 
     def arm(m: int, phase: float) -> Tensor:
@@ -225,7 +206,7 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
     file with no data rows or fewer than 2 columns.
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise ArgumentTypeError("dtype", f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     path = os.fspath(path)
     rows: List[List[float]] = []
     width = None  # cells per row, fixed by the first non-blank line
@@ -243,12 +224,12 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
             if width is None:
                 width = len(cells)
                 if width < 2:
-                    raise ValueError(
-                        f"{path}: line {line}: need at least 2 columns "
+                    raise ArgumentError(
+                        "path", f"{path}: line {line}: need at least 2 columns "
                         f"(features then label), got {width}")
             elif len(cells) != width:
-                raise ValueError(
-                    f"{path}: line {line}: expected {width} cells like the first "
+                raise ArgumentError(
+                    "path", f"{path}: line {line}: expected {width} cells like the first "
                     f"row, got {len(cells)}")
             values = []
             for col, cell in enumerate(cells, start=1):
@@ -258,14 +239,14 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
                     if first:
                         values = None  # header line
                         break
-                    raise ValueError(
-                        f"{path}: line {line}, column {col}: {cell.strip()!r} "
+                    raise ArgumentError(
+                        "path", f"{path}: line {line}, column {col}: {cell.strip()!r} "
                         f"is not a finite number") from None
             first = False
             if values is not None:
                 rows.append(values)
     if not rows:
-        raise ValueError(f"{path}: no data rows")
+        raise ArgumentError("path", f"{path}: no data rows")
     data = torch.tensor(rows, dtype=torch.float64).to(dtype)
     return data[:, :-1].contiguous(), data[:, -1:].contiguous()
 
@@ -286,19 +267,23 @@ _CSV_PREFIX = "csv:"
 def get(name: str, **kwargs) -> Dataset:
     """The data set called ``name`` (a key of ``DATASETS``), built with ``kwargs``.
 
-    ``"csv:PATH"`` loads ``PATH`` with ``load_csv(PATH, **kwargs)``.
+    ``"csv:PATH"`` loads ``PATH`` with ``load_csv(PATH, **kwargs)``; a file that cannot be
+    read raises an ArgumentError about ``name`` too (not the bare OSError).
     """
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__}")
+        raise ArgumentTypeError("name", f"name must be a str, got {type(name).__name__}")
     if name.startswith(_CSV_PREFIX):
         path = name[len(_CSV_PREFIX):]
         if not path:
-            raise ValueError("name 'csv:' needs a path: 'csv:PATH'")
-        return load_csv(path, **kwargs)
+            raise ArgumentError("name", "name 'csv:' needs a path: 'csv:PATH'")
+        try:
+            return load_csv(path, **kwargs)
+        except OSError as e:
+            raise ArgumentError("name", f"cannot read {path!r}: {e.strerror or e}") from None
     try:
         fn = DATASETS[name]
     except KeyError:
         known = ", ".join(sorted(DATASETS))
-        raise ValueError(
-            f"unknown data set {name!r}; known: {known}, or 'csv:PATH'") from None
+        raise ArgumentError(
+            "name", f"unknown data set {name!r}; known: {known}, or 'csv:PATH'") from None
     return fn(**kwargs)

@@ -43,9 +43,11 @@ CASES = [  # (sizes, N): the lab network, widths 1, 3, 5, depth 0..4
 
 @pytest.fixture(params=["unrolled", "tiles"])
 def variant(request, monkeypatch):
-    """Run the test on one kernel: "tiles" by making every network too big for "unrolled"."""
-    if request.param == "tiles":
-        monkeypatch.setattr(fu, "fits", lambda sizes, N: False)
+    """Run the test on one kernel: the fused backend's ``variant`` forces it in train(), and
+    tests that launch fused_train themselves pass it on."""
+    from fastmlp.engine import get_backend
+
+    monkeypatch.setattr(get_backend("fused"), "variant", request.param)
     return request.param
 
 
@@ -58,7 +60,7 @@ def _data(sizes, N, seed=0):
 
 @pytest.mark.parametrize("sizes,N", CASES, ids=[f"N{n}-" + "x".join(map(str, s)) for s, n in CASES])
 def test_fused_matches_torch_engine_and_reference(sizes, N, variant):
-    assert fk.variant(sizes, N) == variant
+    assert fk.variant(sizes, N) == "unrolled"  # the rule's pick for every case; the fixture may force tiles
     G, epochs, lr = 3, 30, torch.tensor([0.25, 0.5, 1.0])
     x, y = _data(sizes, N)
     fused = Population(sizes, [3, 14, 15], device=DEV)
@@ -76,6 +78,15 @@ def test_fused_matches_torch_engine_and_reference(sizes, N, variant):
         assert_rel_close(r_fused.losses[i], losses, msg=f"loss curve of network {i} vs reference")
         for l, layer in enumerate(net.layers):
             assert_rel_close(fused.weights[l][i], layer.get_weight(), msg=f"W{l} of network {i} vs reference")
+
+
+def test_backend_variant_reaches_the_launcher(variant, monkeypatch):
+    seen, real = [], fk.kernel_for
+    monkeypatch.setattr(fk, "kernel_for", lambda sizes, N, force=None: seen.append(fk.variant(sizes, N, force))
+                        or real(sizes, N, force))
+    x, y = five_points()
+    train(x, y, Population([2, 5, 3, 1], 2, device=DEV), 2, 0.25, backend="fused")
+    assert seen == [variant]
 
 
 def test_launcher_writes_every_output(variant):
@@ -173,7 +184,7 @@ def test_several_programs_and_a_partial_last_block(variant):
     # G = 130: programs of 128 networks (the tile kernel's lab block too), the last one with
     # 2 live lanes; each network's row of the packed buffer must go to its own program.
     sizes, G = [2, 5, 3, 1], 130
-    assert fk.config(sizes, 5, G=G)["BLOCK_G"] == 128
+    assert fk.config(sizes, 5, G=G, variant=variant)["BLOCK_G"] == 128
     x, y = five_points()
     lr = torch.linspace(0.1, 1.0, G)
     a, b = Population(sizes, G, device=DEV), Population(sizes, G, device=DEV)
@@ -187,7 +198,7 @@ def test_several_programs_and_a_partial_last_block(variant):
 def test_more_samples_than_unrolled_run_a_sample_loop(variant):
     # N > UNROLL_SAMPLES: the generated kernel peels sample 0 and loops over the others.
     sizes, N = [2, 3, 1], fu.UNROLL_SAMPLES + 3
-    assert fk.variant(sizes, N) == variant
+    assert fk.variant(sizes, N) == "unrolled"
     x, y = _data(sizes, N, seed=1)
     a, b = Population(sizes, 2, device=DEV), Population(sizes, 2, device=DEV)
     ra = train(x, y, a, 10, 0.5, backend="fused")
@@ -212,7 +223,7 @@ def test_launch_passes_no_python_floats(variant, dtype, monkeypatch):
     x, y = (t.to(dtype) for t in five_points())
     pop = Population(sizes, G, dtype=dtype)
     fk.fused_train(x, y, fk.pack(pop.weights, pop.biases), torch.full((G,), 0.25, dtype=dtype),
-                   torch.ones(G, dtype=torch.int8), torch.empty(4, G, dtype=dtype), sizes, 4)
+                   torch.ones(G, dtype=torch.int8), torch.empty(4, G, dtype=dtype), sizes, 4, variant=variant)
     (args,) = launched
     assert not any(isinstance(a, float) for a in args)
     (scales,) = [a for a in args if isinstance(a, torch.Tensor) and a.numel() == 2]

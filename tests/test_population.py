@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from fastmlp import INIT_SCHEMES, Population
+from fastmlp import INIT_SCHEMES, Population, train
 from fastmlp.initializers import parse_init
 from fastmlp.population import is_network_minor
 
@@ -146,3 +146,76 @@ def test_million_networks():
     assert len(pop) == 1_000_000
     last = Population([2, 5, 3, 1], [999_999])
     assert all(torch.equal(w[-1], w1[0]) for w, w1 in zip(pop.weights, last.weights))
+
+
+# -- indexing: every kind of index ---------------------------------------------------------
+def test_int_index_is_a_view_of_one_network():
+    pop = Population([2, 5, 3, 1], 4)
+    one, last = pop[2], pop[-1]
+    assert len(one) == 1 and one.seeds.tolist() == [2] and last.seeds.tolist() == [3]
+    one.weights[0].add_(1.0)  # a view: the population sees it
+    assert torch.equal(pop.weights[0][2], one.weights[0][0])
+
+
+@pytest.mark.parametrize("index", [4, 10, -5])
+def test_int_index_out_of_range_raises_index_error(index):
+    with pytest.raises(IndexError, match="out of range"):
+        Population([2, 5, 3, 1], 4)[index]
+
+
+def test_bool_mask_selects_where_true():
+    # The case: pop[result.converged()] returned seeds [1,1,1,1,1,0,1,1].
+    pop = Population([2, 5, 3, 1], 8)
+    flags = [True, True, True, True, True, False, True, True]
+    for mask in (torch.tensor(flags), flags):
+        sub = pop[mask]
+        assert sub.seeds.tolist() == [0, 1, 2, 3, 4, 6, 7]
+        for w_sub, w in zip(sub.weights + sub.biases, pop.weights + pop.biases):
+            assert torch.equal(w_sub, w[[0, 1, 2, 3, 4, 6, 7]])
+
+
+def test_mask_from_a_training_result(lab_data):
+    x, y = lab_data
+    pop = Population([2, 5, 3, 1], 16)
+    r = train(x, y, pop, 50, torch.linspace(0.0, 3.0, 16))
+    keep = r.converged(0.2)
+    assert 0 < int(keep.sum()) < 16  # a real split: lr 0 networks stay put
+    assert pop[keep].seeds.tolist() == [s for s, k in zip(range(16), keep.tolist()) if k]
+
+
+def test_index_lists_and_tensors_copy_in_order():
+    pop = Population([2, 5, 3, 1], 6)
+    for index in ([5, 0, -2], torch.tensor([5, 0, -2]), (5, 0, 4)):
+        sub = pop[index]
+        assert sub.seeds.tolist() == [5, 0, 4]
+        assert torch.equal(sub.weights[1][0], pop.weights[1][5])
+    sub = pop[[1]]
+    sub.weights[0].add_(1.0)  # a copy: the population does not see it
+    assert not torch.equal(pop.weights[0][1], sub.weights[0][0])
+
+
+@pytest.mark.parametrize("index,exc,needle", [
+    ([], ValueError, "selects no network"),
+    (torch.zeros(4, dtype=torch.bool), ValueError, "selects no network"),
+    ([False] * 4, ValueError, "selects no network"),
+    (slice(3, 3), ValueError, "selects no network"),
+    (slice(10, 20), ValueError, "selects no network"),
+    ([0, 4], IndexError, "index 4 is out of range"),
+    (torch.tensor([-5]), IndexError, "out of range"),
+    (torch.ones(3, dtype=torch.bool), IndexError, r"shape \[4\]"),
+    ([True, False, True], IndexError, r"shape \[4\]"),
+    (torch.tensor([0.0, 1.0]), TypeError, "ints or bools"),
+    ([0, True], TypeError, "only ints or only bools"),
+    ("0", TypeError, "indexed by"),
+    (1.0, TypeError, "indexed by"),
+])
+def test_bad_indices(index, exc, needle):
+    with pytest.raises(exc, match=needle):
+        Population([2, 5, 3, 1], 4)[index]
+
+
+def test_empty_selection_never_reaches_train(lab_data):
+    # pop[10] on a population of 4 used to return an empty Population that train accepted.
+    x, y = lab_data
+    with pytest.raises(IndexError):
+        train(x, y, Population([2, 5, 3, 1], 4)[10], 5, 0.1)

@@ -22,10 +22,10 @@ __all__ = ["FusedRun", "FusedBackend", "BACKEND"]
 class FusedRun:
     """Packed parameters and launches for one chunk of networks (a :class:`~fastmlp.engine.base.Run`)."""
 
-    def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor):
+    def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, variant: str | None = None):
         from ..kernels import fused_train  # imports triton
 
-        self._fk = fused_train
+        self._fk, self.variant = fused_train, variant
         self.pop, self.x, self.y, self.lr = pop, x, y, lr
         self.packed = fused_train.pack(pop.weights, pop.biases)
         self.active_i8 = torch.ones(len(pop), dtype=torch.int8, device=pop.device)
@@ -38,7 +38,7 @@ class FusedRun:
     def block(self, history_rows: torch.Tensor) -> None:
         """Train ``len(history_rows)`` epochs in one launch, recording every epoch's loss."""
         self._fk.fused_train(self.x, self.y, self.packed, self.lr, self.active_i8, history_rows, self.pop.sizes,
-                             history_rows.shape[0])
+                             history_rows.shape[0], variant=self.variant)
         self._synced = False
 
     def check_parameters(self) -> None:
@@ -69,6 +69,9 @@ class FusedBackend(Backend):
     # (bench/bench_train.py measures it against one launch for all epochs).
     block_epochs = 250
     auto_devices = ("cuda",)
+    # Which kernel: None picks by rule (the generated one-thread program when a network fits
+    # a thread, else the tile kernel); "unrolled" or "tiles" forces one (tests, benchmarks).
+    variant: str | None = None
 
     def unavailable(self, device):
         return triton_unavailable(device, "its one-launch kernels")
@@ -81,7 +84,7 @@ class FusedBackend(Backend):
         return problem.arch.fused_limits(problem.N)
 
     def start(self, pop, x, y, lr) -> FusedRun:
-        return FusedRun(pop, x, y, lr)
+        return FusedRun(pop, x, y, lr, self.variant)
 
 
 BACKEND = FusedBackend()
