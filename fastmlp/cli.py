@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_sweep(args, argv)
     except (ArgumentError, NotEnoughMemory) as e:
         command.error(f"{_flag(e.arg)}: {e.message}")
-    except (MemoryError, OSError) as e:  # the allocator, or a file that cannot be read or written
-        what = "out of memory" if isinstance(e, MemoryError) else "file error"
-        command.error(f"{what}: {e}")
+    except (MemoryError, torch.cuda.OutOfMemoryError) as e:  # the allocator (a CUDA OOM is no MemoryError)
+        command.error(f"--seeds: out of memory ({e}); train fewer seeds or epochs")
+    except OSError as e:  # the run or sweep folder cannot be written
+        command.error(f"--out: cannot write {args.out!r}: {e.strerror or e}")
     except KeyboardInterrupt:
         print(f"\n{command.prog}: interrupted", file=sys.stderr)
         return 130

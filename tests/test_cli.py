@@ -55,10 +55,11 @@ def test_flags_reach_the_population(tmp_path):
     (["--dataset", "csv:/nonexistent/file.csv"], "--dataset"),
     (["--device", "tpu"], "--device"),
     (["--epochs", str(10**10)], "--seeds"),  # the loss history cannot fit: refused before training
+    (["--out", "/proc/fastmlp-cannot-write-here"], "--out"),
 ])
 def test_bad_flags_name_the_flag(argv, flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--epochs", "1", "--seeds", "2", "--out", str(tmp_path), "--no-progress", *argv])
+        main(["train", "--epochs", "1", "--seeds", "2", "--out", str(tmp_path / "run"), "--no-progress", *argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith(f"fastmlp train: error: {flag}: "), err

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
+from ..validate import ArgumentError, ArgumentTypeError
+
 
 def _new_figure(figsize: Tuple[float, float]):
     from matplotlib.figure import Figure
@@ -17,9 +19,9 @@ def _new_figure(figsize: Tuple[float, float]):
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        raise ArgumentTypeError(name, f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ArgumentError(name, f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -35,14 +37,14 @@ def save(fig, path_without_suffix: Union[str, os.PathLike],
         formats = (formats,)
     formats = [f.lstrip(".").lower() for f in formats]
     if not formats:
-        raise ValueError("formats must name at least one format, e.g. ('png',)")
+        raise ArgumentError('formats', "formats must name at least one format, e.g. ('png',)")
     supported = fig.canvas.get_supported_filetypes()
     unknown = [f for f in formats if f not in supported]
     if unknown:
-        raise ValueError(f"unsupported formats {unknown}; supported: {sorted(supported)}")
+        raise ArgumentError('formats', f"unsupported formats {unknown}; supported: {sorted(supported)}")
     base = Path(path_without_suffix)
     if not base.name:
-        raise ValueError(f"path_without_suffix needs a file name, got {path_without_suffix!r}")
+        raise ArgumentError('path_without_suffix', f"path_without_suffix needs a file name, got {path_without_suffix!r}")
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
@@ -94,10 +96,10 @@ def _curve_colors(n: int):
 
 def _check_panels(panels, what: str):
     if not hasattr(panels, "items"):
-        raise TypeError(f"panels must map a panel title to {what}, got {type(panels).__name__}")
+        raise ArgumentTypeError('panels', f"panels must map a panel title to {what}, got {type(panels).__name__}")
     panels = list(panels.items())
     if not panels:
-        raise ValueError("panels must hold at least one panel")
+        raise ArgumentError('panels', "panels must hold at least one panel")
     return panels
 
 

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..validate import ArgumentError, ArgumentTypeError
 from ._common import _check_int, _new_figure
 
 
@@ -15,9 +16,9 @@ def _check_grid_range(grid_range) -> Tuple[float, float]:
     try:
         lo, hi = (float(v) for v in grid_range)
     except (TypeError, ValueError):
-        raise TypeError(f"grid_range must be two numbers (lo, hi), got {grid_range!r}") from None
+        raise ArgumentTypeError('grid_range', f"grid_range must be two numbers (lo, hi), got {grid_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"grid_range must be finite with lo < hi, got {grid_range!r}")
+        raise ArgumentError('grid_range', f"grid_range must be finite with lo < hi, got {grid_range!r}")
     return lo, hi
 
 
@@ -40,20 +41,20 @@ def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor
     x = torch.as_tensor(x).detach()
     y = torch.as_tensor(y).detach()
     if x.dim() != 2 or x.shape[1] != 2:
-        raise ValueError(
-            f"decision boundaries need 2-D inputs: x must be [N, 2], got shape {tuple(x.shape)}")
+        raise ArgumentError(
+            "x", f"decision boundaries need 2-D inputs: x must be [N, 2], got shape {tuple(x.shape)}")
     if y.numel() != x.shape[0]:
-        raise ValueError(f"y must hold one label per row of x ({x.shape[0]}), "
+        raise ArgumentError("y", f"y must hold one label per row of x ({x.shape[0]}), "
                          f"got shape {tuple(y.shape)}")
     if isinstance(indices, Tensor):
         indices = indices.flatten().tolist()
     indices = [_check_int("indices[]", i, 0) for i in indices]
     if not indices:
-        raise ValueError("indices must name at least one network")
+        raise ArgumentError('indices', "indices must name at least one network")
     if titles is not None:
         titles = list(titles)
         if len(titles) != len(indices):
-            raise ValueError(f"titles must have one entry per index: {len(indices)} indices, "
+            raise ArgumentError('titles', f"titles must have one entry per index: {len(indices)} indices, "
                              f"{len(titles)} titles")
     ncols = _check_int("ncols", ncols, 1)
     resolution = _check_int("resolution", resolution, 2)
@@ -70,12 +71,12 @@ def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor
     if pred.dim() == 3 and pred.shape[2] == 1:
         pred = pred[..., 0]
     if pred.dim() != 2 or pred.shape[1] != M:
-        raise ValueError(f"predict(grid [{M}, 2]) must return [G, {M}] or [G, {M}, 1], "
+        raise ArgumentError("predict", f"predict(grid [{M}, 2]) must return [G, {M}] or [G, {M}, 1], "
                          f"got shape {tuple(pred.shape)}")
     G = pred.shape[0]
     bad = [i for i in indices if i >= G]
     if bad:
-        raise ValueError(f"indices {bad} out of range for {G} networks")
+        raise ArgumentError('indices', f"indices {bad} out of range for {G} networks")
     # Only the chosen networks leave the device.
     pred = pred[torch.tensor(indices, device=pred.device)].to("cpu", torch.float64)
     pred = pred.clamp(0.0, 1.0)  # levels span [0, 1]; NaN (diverged) stays blank
@@ -133,10 +134,10 @@ def boundary_gallery(x: Tensor, y: Tensor, rows, *, title: Optional[str] = None,
     """
     rows = list(rows)
     if not rows:
-        raise ValueError("rows must hold at least one (row_label, predict, titles)")
+        raise ArgumentError('rows', "rows must hold at least one (row_label, predict, titles)")
     k = len(rows[0][2])
     if k < 1 or any(len(r[2]) != k for r in rows):
-        raise ValueError(f"every row needs the same number (>= 1) of networks, got {[len(r[2]) for r in rows]}")
+        raise ArgumentError('rows', f"every row needs the same number (>= 1) of networks, got {[len(r[2]) for r in rows]}")
 
     def predict(grid):
         out = []
@@ -145,7 +146,7 @@ def boundary_gallery(x: Tensor, y: Tensor, rows, *, title: Optional[str] = None,
             if p.dim() == 3 and p.shape[2] == 1:
                 p = p[..., 0]
             if p.dim() != 2 or p.shape[0] != k:
-                raise ValueError(f"row {_label!r}: predict must return [{k}, M] or [{k}, M, 1], "
+                raise ArgumentError('rows', f"row {_label!r}: predict must return [{k}, M] or [{k}, M, 1], "
                                  f"got {tuple(p.shape)}")
             out.append(p.to("cpu", torch.float64))
         return torch.cat(out)

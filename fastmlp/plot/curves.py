@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..validate import ArgumentError
 from ._common import (_check_int, _check_panels, _label_colors, _new_figure, _null_locator,
                       _outer_labels, _panel_grid)
 
@@ -66,8 +67,8 @@ def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
     if losses.dim() == 1:
         losses = losses[None, :]
     if losses.dim() != 2 or losses.shape[0] < 1 or losses.shape[1] < 1:
-        raise ValueError(
-            f"losses must be [G, epochs] with G, epochs >= 1, got shape {tuple(losses.shape)}")
+        raise ArgumentError(
+            "losses", f"losses must be [G, epochs] with G, epochs >= 1, got shape {tuple(losses.shape)}")
     losses = losses.detach()
     if not losses.is_floating_point():
         losses = losses.to(torch.float64)
@@ -159,7 +160,7 @@ def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_point
         for label, q in curves:
             q = torch.as_tensor(q).detach().to("cpu", torch.float64)
             if q.dim() != 2 or q.shape[0] != 3 or q.shape[1] < 1:
-                raise ValueError(f"panel {panel_title!r}, curve {label!r}: quantiles must be [3, epochs], "
+                raise ArgumentError('panels', f"panel {panel_title!r}, curve {label!r}: quantiles must be [3, epochs], "
                                  f"got shape {tuple(q.shape)}")
             epochs = q.shape[1]
             step = max(1, math.ceil(epochs / max_points))
@@ -225,7 +226,7 @@ def epochs_ecdf(panels, epochs: int, *, eps: float, ncols: int = 4, title: Optio
             e = torch.as_tensor(e).detach().to("cpu", torch.int64).flatten()
             S = e.numel()
             if S == 0:
-                raise ValueError(f"panel {panel_title!r}, curve {label!r}: no networks")
+                raise ArgumentError('panels', f"panel {panel_title!r}, curve {label!r}: no networks")
             reached = torch.sort(e[e >= 0]).values.clamp(min=1).to(torch.float64)
             xs = torch.cat([torch.tensor([1.0]), reached, torch.tensor([float(epochs)])])
             ys = torch.cat([torch.tensor([0.0]), torch.arange(1, reached.numel() + 1) / S,

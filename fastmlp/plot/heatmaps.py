@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..validate import ArgumentError
 from ._common import _check_panels, _outer_labels, _panel_grid
 
 
@@ -32,7 +33,7 @@ def converged_heatmaps(panels, row_labels: Sequence[str], col_labels: Sequence[s
     panels = _check_panels(panels, f"a [{len(row_labels)}, {len(col_labels)}] tensor")
     R, C = len(row_labels), len(col_labels)
     if R < 1 or C < 1:
-        raise ValueError("row_labels and col_labels must be non-empty")
+        raise ArgumentError('row_labels', "row_labels and col_labels must be non-empty")
     longest = max(len(str(r)) for r in row_labels)
     width = 0.62 * C + 0.075 * longest + 0.9
     fig, axes, _ = _panel_grid(len(panels), ncols, (width, 0.42 * R + 1.2))
@@ -40,7 +41,7 @@ def converged_heatmaps(panels, row_labels: Sequence[str], col_labels: Sequence[s
     for k, (ax, (panel_title, values)) in enumerate(zip(axes, panels)):
         v = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
         if tuple(v.shape) != (R, C):
-            raise ValueError(f"panel {panel_title!r}: values must be [{R}, {C}], got {tuple(v.shape)}")
+            raise ArgumentError('panels', f"panel {panel_title!r}: values must be [{R}, {C}], got {tuple(v.shape)}")
         image = ax.imshow(v.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         for i in range(R):
             for j in range(C):
