@@ -147,6 +147,39 @@ def test_bad_dataset_backend_device_refused_before_the_folder_is_touched(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_backend_checked_against_every_population_before_any_training(tmp_path):
+    """backend='fused' takes widths up to 32: a grid with a 40-wide architecture is refused
+    before its 3-wide population trains (not when the 40-wide one reaches train())."""
+    with pytest.raises(sw.SweepSpecError) as exc:
+        sw.sweep(tmp_path / "s", hidden=[[3], [40]], backend="fused", seeds=2, epochs=2, plots=False, log=None)
+    assert exc.value.arg == "backend" and exc.value.flag == "--backend"
+    assert "width 40" in exc.value.message and str(exc.value).startswith("backend: ")
+    assert not list(tmp_path.rglob("configs/*")) and not (tmp_path / "s").exists()
+
+
+def test_errors_and_defaults_have_one_definition():
+    import inspect
+
+    from fastmlp import sweep as sweep_function
+    from fastmlp.validate import ArgumentError
+
+    assert sweep_function is sw.sweep and callable(sweep_function)
+    assert issubclass(sw.SweepSpecError, ArgumentError)
+    err = sw.SweepSpecError("datasets", "no such data set")
+    assert (err.arg, err.flag, err.message, str(err)) == ("datasets", "--dataset", "no such data set",
+                                                          "datasets: no such data set")
+    sweep_args = inspect.signature(sw.sweep).parameters
+    build_args = inspect.signature(sw.SweepSpec.build).parameters
+    assert set(build_args) == set(sw.DEFAULTS)
+    for name, value in sw.DEFAULTS.items():
+        assert sweep_args[name].default is value and build_args[name].default is value, name
+    for name, value in sw.OPTION_DEFAULTS.items():
+        assert sweep_args[name].default is value, name
+    spec = sw.SweepSpec.build()
+    assert (spec.hidden, spec.lrs, spec.datasets, len(spec.seeds), spec.epochs, spec.eps, spec.dtype) == (
+        ((5, 3),), (0.25,), ("five_points",), 256, 2500, 0.01, "float32")
+
+
 # ------------------------------------------------------------------- run folder, plots
 
 @pytest.fixture(scope="module")
@@ -218,10 +251,10 @@ def test_plot_functions_return_figures(tiny_run):
 def test_plots_drawn_here_match_the_forked_worker(tiny_run, tmp_path, monkeypatch):
     """The same files whether the pure figures are drawn by a forked worker (the default
     where fork exists) or in this process."""
-    monkeypatch.setattr(sw, "_PLOT_WORKER", False)
+    monkeypatch.setattr(sw.figures, "_PLOT_WORKER", False)
     records = {sw.Config(r["config"]["dataset"], tuple(r["config"]["hidden"]), sw.InitSpec.parse(r["config"]["init"]),
                          r["config"]["lr"]): r for r in tiny_run.records}
-    files = sw._plots(tiny_run.spec, records, {"five_points": five_points()}, tmp_path, ["png"])
+    files = sw.figures.draw(tiny_run.spec, records, {"five_points": five_points()}, tmp_path, ["png"])
     assert sorted(files) == sorted(f for f in tiny_run.files if f.endswith(".png"))
     for f in files:
         assert (tmp_path / f).stat().st_size > 10_000
@@ -254,22 +287,22 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     kwargs = dict(TINY, plots=False)
     fresh = sw.sweep(tmp_path / "fresh", **kwargs)
 
-    real_run_batch = sw._run_batch
+    real_train_batch = sw.run.train_batch
     calls = []
 
     def interrupted(batch, *args, **kw):
         if calls:
             raise KeyboardInterrupt  # the second population never finishes
         calls.append(batch)
-        return real_run_batch(batch, *args, **kw)
+        return real_train_batch(batch, *args, **kw)
 
-    monkeypatch.setattr(sw, "_run_batch", interrupted)
+    monkeypatch.setattr(sw.run, "train_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sw.sweep(tmp_path / "cut", **kwargs)
     first = calls[0]
     saved = sorted(p.name for p in (tmp_path / "cut" / "configs").iterdir())
     assert saved == sorted(c.filename for c in first.configs)  # only the finished population, no temp files
-    monkeypatch.setattr(sw, "_run_batch", real_run_batch)
+    monkeypatch.setattr(sw.run, "train_batch", real_train_batch)
 
     resumed = sw.sweep(tmp_path / "cut", **kwargs)
     assert resumed.skipped == len(first.configs) and resumed.trained == 12 - len(first.configs)

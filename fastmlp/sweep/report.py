@@ -1,0 +1,80 @@
+"""Stage 5, the report: one table row per configuration record, ``results.csv``,
+``summary.md``, and the :class:`SweepResult` that :func:`~fastmlp.sweep.sweep` returns
+(the figures are :mod:`fastmlp.sweep.figures`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import stats
+from ..results import atomic_write, environment
+from .records import SPEC_FILE, canonical
+from .spec import SweepSpec, hidden_label
+
+__all__ = ["SweepResult", "row", "write_csv", "write_summary", "TABLE_FILES"]
+
+# The files every sweep writes besides its figures and configuration files.
+TABLE_FILES = (SPEC_FILE, "results.csv", "summary.md")
+
+
+@dataclass
+class SweepResult:
+    """What :func:`~fastmlp.sweep.sweep` returns: the table and where everything was written."""
+
+    out: Path
+    spec: SweepSpec
+    rows: list[dict]
+    records: list[dict] = field(repr=False)
+    trained: int  # configurations trained by this call
+    skipped: int  # configurations found finished in the folder
+    wall_time_s: float
+    train_time_s: float
+    files: list[str]
+    timings: dict = field(default_factory=dict)  # seconds per phase of this call
+
+    def table(self) -> str:
+        return stats.format_table(self.rows)
+
+    def timings_text(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
+
+
+def row(record: dict) -> dict:
+    """A configuration record as a row of the table (and of results.csv)."""
+    c = record["config"]
+    return {"dataset": c["dataset"], "hidden": hidden_label(c["hidden"]), "init": c["init"], "lr": c["lr"],
+            "sizes": "-".join(map(str, c["sizes"])), **record["stats"],
+            "backend": record["population"]["backend"], "population_networks": record["population"]["networks"],
+            "population_wall_time_s": record["population"]["wall_time_s"]}
+
+
+def write_csv(out: Path, rows: list[dict]) -> None:
+    atomic_write(out / "results.csv", lambda p: stats.write_csv(rows, p))
+
+
+def summary_md(result: SweepResult, spec_json: dict, device, command: str | None) -> str:
+    """The folder's summary.md: the command, the table, this call's timings, the figures,
+    the spec and the environment."""
+    env = environment(device)
+    lines = [f"# Sweep {result.out.name}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [f"{len(result.rows)} configurations x {len(result.spec.seeds)} seeds, {result.spec.epochs} epochs; "
+              f"converged means final loss < {result.spec.eps:g}; accuracy thresholds outputs and labels at 0.5; "
+              "epochs to eps counts updates until the loss first drops below eps (median and quartiles over the "
+              "networks that got there; `never` counts the others).", "",
+              stats.markdown_table(result.rows), "",
+              f"This call: {result.trained} configurations trained ({result.train_time_s:.1f} s of training), "
+              f"{result.skipped} found done, {result.wall_time_s:.1f} s in all ({result.timings_text()}).", ""]
+    pngs = [f for f in result.files if f.endswith(".png")]
+    if pngs:
+        lines += ["## Figures", ""] + [f"![{f}]({f})" for f in pngs] + [""]
+    lines += ["## Spec (sweep.json)", "", "```json", canonical(spec_json).rstrip(), "```", "",
+              "## Environment", "", "```json", json.dumps(env, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def write_summary(result: SweepResult, spec_json: dict, device, command: str | None) -> None:
+    atomic_write(result.out / "summary.md",
+                 lambda p: Path(p).write_text(summary_md(result, spec_json, device, command)))
