@@ -138,8 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- fastmlp sweep ------------------------------------------------------------------------
-SWEEP_DEFAULTS = dict(hidden=["5,3"], lr=[0.25], init=["glorot_uniform"], dataset=["five_points"], seeds="256",
-                      epochs=2500, eps=0.01, out="runs/sweep")
+# The sweep's defaults are the library's (fastmlp.sweep.DEFAULTS, OPTION_DEFAULTS): a flag left
+# out passes nothing, and sweep() applies its own default.
+SWEEP_OUT = "runs/sweep"
+
+
+def _label(values) -> str:
+    """A default as the flag would spell it: (0.25,) -> "0.25", ((5, 3),) -> "5,3"."""
+    def one(v):
+        return ",".join(map(str, v)) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+    return " ".join(one(v) for v in values) if isinstance(values, tuple) else one(values)
 
 
 def _comma_list(convert):
@@ -161,7 +169,9 @@ def _epochs(text: str) -> int:
 
 
 def _add_sweep_parser(sub) -> argparse.ArgumentParser:
-    d = SWEEP_DEFAULTS
+    from .sweep import DEFAULTS as d
+    from .sweep import OPTION_DEFAULTS as o
+
     s = sub.add_parser(
         "sweep", help="train a grid of configurations on the same seeds; statistics, plots, resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -170,35 +180,40 @@ def _add_sweep_parser(sub) -> argparse.ArgumentParser:
                     "  --hidden 5,3 8 4,4,4   --lr 0.1,0.25 1   --init he_normal --init normal:0.1@2\n"
                     "Re-running the same command into the same --out folder resumes it.")
     s.add_argument("--hidden", action="append", nargs="+", type=parse_hidden, metavar="W1,W2,...",
-                   help=f"architectures: hidden widths, comma-separated ('none': no hidden layer); default {d['hidden'][0]}")
+                   help="architectures: hidden widths, comma-separated ('none': no hidden layer); "
+                        f"default {_label(d['hidden'])}")
     s.add_argument("--lr", action="append", nargs="+", type=_comma_list(_lr), metavar="LR",
-                   help=f"learning rates; default {d['lr'][0]}")
+                   help=f"learning rates; default {_label(d['lr'])}")
     s.add_argument("--init", action="append", nargs="+", type=_comma_list(str), metavar="SCHEME[@GAIN]",
                    help="init schemes: glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_normal, "
                         "lecun_uniform, normal[:std], uniform[:bound], zeros; '@GAIN' sets a gain for one "
-                        f"scheme; default {d['init'][0]}")
+                        f"scheme; default {_label(d['init'])}")
     s.add_argument("--dataset", action="append", nargs="+", metavar="NAME",
-                   help="five_points, xor, circles, moons, spirals, or csv:PATH; default five_points")
+                   help=f"five_points, xor, circles, moons, spirals, or csv:PATH; default {_label(d['datasets'])}")
     s.add_argument("--seeds", type=parse_seeds, default=d["seeds"],
-                   help="seeds per configuration: a count (256), a range a:b, or a list a,b,c; default 256")
-    s.add_argument("--epochs", type=_epochs, default=d["epochs"], help="default 2500")
+                   help=f"seeds per configuration: a count, a range a:b, or a list a,b,c; default {d['seeds']}")
+    s.add_argument("--epochs", type=_epochs, default=d["epochs"], help=f"default {d['epochs']}")
     s.add_argument("--eps", type=_eps, default=d["eps"],
-                   help="a network has converged when its final loss < eps; default 0.01")
-    s.add_argument("--gain", type=float, default=1.0, help="gain of every init without '@GAIN'; default 1")
-    s.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    s.add_argument("--backend", default="auto", help="auto, torch or triton; default auto")
-    s.add_argument("--out", default=d["out"], help=f"the sweep folder; default {d['out']}")
-    s.add_argument("--formats", type=_comma_list(str), default=["png", "pdf"], help="figure formats; default png,pdf")
+                   help=f"a network has converged when its final loss < eps; default {d['eps']:g}")
+    s.add_argument("--gain", type=_gain, default=d["gain"],
+                   help=f"gain of every init without '@GAIN'; default {d['gain']:g}")
+    s.add_argument("--dtype", choices=["float32", "float64"], default=d["dtype"])
+    s.add_argument("--device", default=o["device"], help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    s.add_argument("--backend", default=o["backend"], choices=engine.names(),
+                   help=f"default {o['backend']}: the fastest that can run (see fastmlp.engine)")
+    s.add_argument("--out", default=SWEEP_OUT, help=f"the sweep folder; default {SWEEP_OUT}")
+    s.add_argument("--formats", type=_comma_list(str), default=list(o["formats"]),
+                   help=f"figure formats; default {','.join(o['formats'])}")
     s.add_argument("--no-plots", action="store_true", help="statistics only")
     s.add_argument("--save-losses", action="store_true", help="keep every network's loss history (big)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     return s
 
 
-def _flatten(groups, default):
+def _flatten(groups) -> list | None:
+    """Repeated flags with several values each, some comma lists -> one list (None: not given)."""
     if groups is None:
-        return list(default)
+        return None
     return [v for group in groups for item in group for v in (item if isinstance(item, list) else [item])]
 
 
@@ -207,10 +222,9 @@ def cmd_sweep(args, argv) -> int:
 
     from .sweep import sweep
 
-    hidden = [h for group in (args.hidden or [[parse_hidden(h) for h in SWEEP_DEFAULTS["hidden"]]]) for h in group]
-    sweep(args.out, hidden=hidden, lr=_flatten(args.lr, SWEEP_DEFAULTS["lr"]),
-          init=_flatten(args.init, SWEEP_DEFAULTS["init"]), datasets=_flatten(args.dataset, SWEEP_DEFAULTS["dataset"]),
-          seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
+    grid = {"hidden": None if args.hidden is None else [h for group in args.hidden for h in group],
+            "lr": _flatten(args.lr), "init": _flatten(args.init), "datasets": _flatten(args.dataset)}
+    sweep(args.out, **{k: v for k, v in grid.items() if v is not None}, seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
           device=_default_device(args), backend=args.backend, progress=False if args.no_progress else None,
           plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
           command="fastmlp " + shlex.join(argv))
