@@ -1,13 +1,15 @@
 """fastmlp: the lab's hand-derived backpropagation, for many networks at once.
 
-data (:mod:`fastmlp.datasets`) -> :class:`Population` -> engine (:mod:`fastmlp.engine`)
+data (:mod:`fastmlp.datasets`) -> :class:`Population` (of one :class:`Architecture`) -> engine
+(:mod:`fastmlp.engine`, one interface, one module per backend)
 -> :func:`train` -> :class:`TrainResult` -> plots (:mod:`fastmlp.plot`);
 :func:`sweep` runs the lab's closing experiments over a grid of configurations.
 """
+from .architecture import Architecture
 from .initializers import INIT_SCHEMES
 from .population import Population
 from .train import TrainResult, train
 from .sweep import sweep
 
 __version__ = "0.1.0"
-__all__ = ["Population", "train", "TrainResult", "sweep", "INIT_SCHEMES", "__version__"]
+__all__ = ["Architecture", "Population", "train", "TrainResult", "sweep", "INIT_SCHEMES", "__version__"]
