@@ -248,13 +248,12 @@ def test_plot_functions_return_figures(tiny_run):
         plot.boundary_gallery(x, y, [("A", pop.predict, ["n0", "n1"]), ("B", pop[:1].predict, ["m0"])])
 
 
-def test_plots_drawn_here_match_the_forked_worker(tiny_run, tmp_path, monkeypatch):
+def test_plots_drawn_here_match_the_forked_worker(tiny_run, tmp_path):
     """The same files whether the pure figures are drawn by a forked worker (the default
     where fork exists) or in this process."""
-    monkeypatch.setattr(sw.figures, "_PLOT_WORKER", False)
     records = {sw.Config(r["config"]["dataset"], tuple(r["config"]["hidden"]), sw.InitSpec.parse(r["config"]["init"]),
                          r["config"]["lr"]): r for r in tiny_run.records}
-    files = sw.figures.draw(tiny_run.spec, records, {"five_points": five_points()}, tmp_path, ["png"])
+    files = sw.figures.draw(tiny_run.spec, records, {"five_points": five_points()}, tmp_path, ["png"], worker=False)
     assert sorted(files) == sorted(f for f in tiny_run.files if f.endswith(".png"))
     for f in files:
         assert (tmp_path / f).stat().st_size > 10_000

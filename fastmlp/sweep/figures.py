@@ -25,9 +25,6 @@ from .spec import Config, SweepSpec, SweepSpecError, hidden_label, num_label
 
 __all__ = ["check_formats", "plot_jobs", "draw"]
 
-# Draw the loss curves and ECDFs in a forked worker while this process draws the rest
-# (see draw); False draws everything here.
-_PLOT_WORKER = True
 # Resolution of the sweep's PNGs: 100 dpi draws the Bar's 12-panel figures at 1360 px wide
 # (240 KB; 150 dpi: 390 KB and 1.6x the time).
 _DPI = 100
@@ -145,7 +142,7 @@ def _draw_in_child(jobs, out: Path, formats: list[str]) -> None:
         os._exit(code)  # no atexit handlers or finalizers of the parent's objects
 
 
-def draw(spec: SweepSpec, records: dict, data: dict, out: Path, formats) -> list[str]:
+def draw(spec: SweepSpec, records: dict, data: dict, out: Path, formats, worker: bool = True) -> list[str]:
     """Draw every figure of the sweep into ``out``; returns the file names.
 
     ``records`` maps each :class:`Config` to its record, ``data`` each data set to its CPU
@@ -153,14 +150,15 @@ def draw(spec: SweepSpec, records: dict, data: dict, out: Path, formats) -> list
     to its training, so where ``fork`` exists the pure figures (loss curves, ECDF) are drawn
     by a forked worker while this process draws the others: the Bar sweep's eight files in
     3.9 s instead of 7.0 s on the idle 2-core dev box (no gain while another job holds a
-    core).  The worker touches no engine and runs torch with one thread.
+    core).  The worker touches no engine and runs torch with one thread; ``worker=False``
+    draws everything here.
     """
     formats = list(formats)
     jobs = plot_jobs(spec, records, data)
     files = [f"{name}.{fmt}" for name, _, _ in jobs for fmt in formats]
     pure = [j for j in jobs if j[1] and j[0].startswith(("loss_curves", "epochs_to_eps"))]
     rest = [j for j in jobs if j not in pure]
-    if not (_PLOT_WORKER and pure and rest and (os.cpu_count() or 1) > 1
+    if not (worker and pure and rest and (os.cpu_count() or 1) > 1
             and "fork" in multiprocessing.get_all_start_methods()):
         _draw(jobs, out, formats)
         return files
