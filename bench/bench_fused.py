@@ -1,115 +1,128 @@
 """The one-launch training kernel on a GPU: the issue's bar, and what blocks of epochs cost.
 
-Lab network (2-5-3-1), five points, float32, G in {2**16, 2**20}, 2500 epochs:
-
-* ``fused``        fastmlp.train(backend="fused"): 250 epochs per launch (the default)
-* ``fused-1``      one launch for all epochs (fused_train directly): the chunking overhead
-                   is fused / fused-1 - 1 (target < 2%)
-* ``fused-approx`` one launch with tanh.approx.f32 (its own tolerance row in the tests)
-* ``fused-tiles``  one launch of the tile kernel (kernels/fused_train.py) instead of the
-                   generated one-register-per-weight kernel the launcher picks
-* ``triton``       per-layer kernels, ``torch`` the torch engine: timed over fewer epochs
-                   (``--slow-epochs``) and scaled to 2500, stated in the table
+Lab network (2-5-3-1), five points, float32, G in {2**16, 2**20}, 2500 epochs; the providers are
+the table ``PROVIDERS`` below (``--help`` lists them).  ``fused`` trains in blocks of
+``FusedBackend.block_epochs`` epochs per launch, ``fused-1`` in one launch for all epochs: the
+chunking overhead is fused / fused-1 - 1 (target < 2%).  ``triton`` and ``torch`` are timed over
+fewer epochs (``--slow-epochs``) and scaled to 2500, stated in the table.
 
 Bar: fused <= 0.1 s at G = 2**20 (>= 2.6e10 network-epochs/s) and >= 20x the torch engine.
 Writes bench/results/fused-<device>-<date>.json.  Without CUDA it says so and exits 0.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-from datetime import date
-from pathlib import Path
 
+import harness
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+SIZES = [2, 5, 3, 1]
+LR = 0.25
+PER_LAYER = ("triton", "torch")  # timed over --slow-epochs
 
 
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
+def via_train(backend: str):
+    """``fastmlp.train(..., backend=backend)`` on a population made once (untimed)."""
+    def make(G, x, y, lr, epochs):
+        from fastmlp import Population, train
+
+        pop = Population(SIZES, G, device=x.device)
+        return lambda: train(x, y, pop, epochs, lr, backend=backend, progress=False)
+    return make
+
+
+def one_launch(fast_tanh: bool = False, variant: str | None = None):
+    """``fused_train`` directly: all epochs in one launch, from the same packed parameters every call."""
+    def make(G, x, y, lr, epochs):
+        from fastmlp import Population
+        from fastmlp.kernels import fused_train as fk
+
+        pop = Population(SIZES, G, device=x.device)
+        packed = fk.pack(pop.weights, pop.biases)
+        loss = torch.empty(epochs, G, device=x.device)
+
+        def go():
+            active = torch.ones(G, dtype=torch.int8, device=x.device)
+            fk.fused_train(x, y, packed.clone(), lr, active, loss, SIZES, epochs, fast_tanh=fast_tanh, variant=variant)
+        return go
+    return make
+
+
+def _gpu_only(device):
+    return None if device.type == "cuda" else "tanh.approx.f32 is inline PTX: a GPU only, not the interpreter"
+
+
+PROVIDERS = harness.Providers(
+    harness.Provider("fused", "fastmlp.train(backend='fused'): blocks of epochs, one launch each (the default)",
+                     via_train("fused")),
+    harness.Provider("fused-1", "one launch for all epochs (fused_train directly)", one_launch()),
+    harness.Provider("fused-approx", "one launch with tanh.approx.f32 (its own tolerance row in the tests)",
+                     one_launch(fast_tanh=True), check=_gpu_only),
+    harness.Provider("fused-tiles", "one launch of the tile kernel (kernels/fused_train.py) instead of the "
+                                    "generated one-register-per-weight kernel the launcher picks",
+                     one_launch(variant="tiles")),
+    harness.Provider("triton", "fastmlp.train(backend='triton'): the per-layer kernels", via_train("triton")),
+    harness.Provider("torch", "fastmlp.train(backend='torch'): the torch engine", via_train("torch")),
+)
+
+
+def summarize(rows, E: int, block: int) -> dict:
+    """Per G: the chunking overhead, fused vs the torch engine and vs the tile kernel."""
+    summary = {}
+    for G in sorted({r["G"] for r in rows}):
+        by = {r["provider"]: r for r in rows if r["G"] == G}
+        s = summary[G] = dict(chunk_overhead=by["fused"]["median_s"] / by["fused-1"]["median_s"] - 1,
+                              speedup_vs_torch=by["torch"]["seconds_per_2500"] / by["fused"]["seconds_per_2500"],
+                              speedup_vs_tiles=by["fused-tiles"]["median_s"] / by["fused-1"]["median_s"],
+                              fused_s=by["fused"]["median_s"])
+        print(f"G={G}: blocks of {block} epochs cost {100 * s['chunk_overhead']:+.1f}% vs one launch; fused is "
+              f"{s['speedup_vs_torch']:.1f}x the torch engine and its kernel {s['speedup_vs_tiles']:.2f}x the tile "
+              f"kernel; {s['fused_s']:.3f} s for {E} epochs" + (" (bar: <= 0.1 s, >= 20x)" if G == 2**20 else ""))
+    return summary
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, epilog=PROVIDERS.help(),
+                        smoke="no GPU: G = 256, 20 epochs, one repeat, on the CPU in Triton's interpreter "
+                              "(checks the script, measures nothing)")
     ap.add_argument("--G", default="65536,1048576")
     ap.add_argument("--epochs", type=int, default=2500)
     ap.add_argument("--slow-epochs", type=int, default=100, help="epochs timed for the per-layer providers")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_fused: no CUDA device here; the GPU providers were not run")
+    dev = harness.cuda_or_smoke(args, "bench_fused")
+    if dev is None:
         return 0
-    import triton
+    Gs = [int(g) for g in args.G.split(",")]
+    if args.smoke:
+        Gs, args.epochs, args.slow_epochs, args.repeats = [256], min(args.epochs, 20), min(args.slow_epochs, 4), 1
+    harness.kernels()
+    from fastmlp import datasets, engine
 
-    from fastmlp import Population, datasets, train
-    from fastmlp.kernels import fused_train as fk
-    from fastmlp.results import environment
-
-    x, y = (t.cuda() for t in datasets.five_points())
-    sizes, E = [2, 5, 3, 1], args.epochs
-    rows = []
-    print(f"{'G':>8} {'provider':<13} {'epochs':>6} {'median s':>9} {'(per 2500)':>10} {'net-epochs/s':>13}")
-    for G in (int(g) for g in args.G.split(",")):
-        lr = torch.full((G,), 0.25, device="cuda")
-
-        def run_train(backend, epochs):
-            pop = Population(sizes, G, device="cuda")
-            return lambda: train(x, y, pop, epochs, lr, backend=backend, progress=False)
-
-        def run_direct(fast, variant=None):
-            pop = Population(sizes, G, device="cuda")
-            packed = fk.pack(pop.weights, pop.biases)
-            loss = torch.empty(E, G, device="cuda")
-
-            def go():
-                active = torch.ones(G, dtype=torch.int8, device="cuda")
-                fk.fused_train(x, y, packed.clone(), lr, active, loss, sizes, E, fast_tanh=fast, variant=variant)
-            return go
-
-        providers = [("fused", run_train("fused", E), E), ("fused-1", run_direct(False), E),
-                     ("fused-approx", run_direct(True), E), ("fused-tiles", run_direct(False, "tiles"), E),
-                     ("triton", run_train("triton", args.slow_epochs), args.slow_epochs),
-                     ("torch", run_train("torch", args.slow_epochs), args.slow_epochs)]
-        for name, fn, epochs in providers:
+    x, y = (t.to(dev) for t in datasets.five_points())
+    providers, skipped = PROVIDERS.select(None, dev)
+    for n, why in skipped.items():
+        print(f"# not run: {n}: {why}")
+    env = harness.environment(dev)
+    E, rows = args.epochs, []
+    for G in Gs:
+        lr = torch.full((G,), LR, device=dev)
+        for p in providers:
+            epochs = args.slow_epochs if p.name in PER_LAYER else E
+            fn = p.make(G, x, y, lr, epochs)
             fn()  # warm-up: compiles
-            ts = sorted(timed(fn, args.repeats))
-            med = ts[len(ts) // 2]
-            per = med * E / epochs
-            row = dict(G=G, provider=name, epochs=epochs, median_s=med, min_s=ts[0], max_s=ts[-1],
-                       seconds_per_2500=per, network_epochs_per_s=G * epochs / med)
-            rows.append(row)
-            print(f"{G:>8} {name:<13} {epochs:>6} {med:>9.4f} {per:>10.4f} {row['network_epochs_per_s']:>13.3g}")
-    summary = {}
-    for G in sorted({r["G"] for r in rows}):
-        by = {r["provider"]: r for r in rows if r["G"] == G}
-        summary[G] = dict(chunk_overhead=by["fused"]["median_s"] / by["fused-1"]["median_s"] - 1,
-                          speedup_vs_torch=by["torch"]["seconds_per_2500"] / by["fused"]["seconds_per_2500"],
-                          speedup_vs_tiles=by["fused-tiles"]["median_s"] / by["fused-1"]["median_s"],
-                          fused_s=by["fused"]["median_s"])
-        s = summary[G]
-        print(f"G={G}: blocks of 250 epochs cost {100 * s['chunk_overhead']:+.1f}% vs one launch; fused is "
-              f"{s['speedup_vs_torch']:.1f}x the torch engine and its kernel {s['speedup_vs_tiles']:.2f}x the tile "
-              f"kernel; {s['fused_s']:.3f} s for {E} epochs"
-              + (" (bar: <= 0.1 s, >= 20x)" if G == 2**20 else ""))
-    env = environment("cuda")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = env.get("gpu", "gpu").replace(" ", "_")
-    path = out / f"fused-{gpu}-{date.today().isoformat()}.json"
-    path.write_text(json.dumps(dict(environment=env, triton=triton.__version__, rows=rows,
-                                    summary={str(k): v for k, v in summary.items()}), indent=2) + "\n")
+            s = harness.Samples(wall=[harness.clock(fn, dev)[0] for _ in range(args.repeats)])
+            rows.append(dict(G=G, provider=p.name, epochs=epochs, **s.stats(), seconds_per_2500=s.median * E / epochs,
+                             network_epochs_per_s=G * epochs / s.median))
+            harness.log(f"  G={G} {p.name}: {s.median:.4f} s for {epochs} epochs")
+    harness.finish(env)
+    print(harness.table(["G", "provider", "epochs", "median s", f"(per {E})", "net-epochs/s"],
+                        [[r["G"], r["provider"], r["epochs"], f"{r['median_s']:.4f}", f"{r['seconds_per_2500']:.4f}",
+                          f"{r['network_epochs_per_s']:.3g}"] for r in rows]))
+    summary = summarize(rows, E, engine.get_backend("fused").block_epochs)
+    path = harness.write_json(args.out, "fused", env, dict(triton=env["triton"], epochs=E, skipped=skipped, rows=rows,
+                                                           summary={str(k): v for k, v in summary.items()}),
+                              script=__file__, argv=argv, tag="-smoke" if args.smoke else "")
     print(f"wrote {path}")
     return 0
 

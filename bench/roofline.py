@@ -19,19 +19,19 @@ H200 (132 SMs, 1.98 GHz boost):
 """
 from __future__ import annotations
 
-import argparse
 import collections
-import json
 import os
 import re
 import sys
 import warnings
-from datetime import date
-from pathlib import Path
 
 warnings.filterwarnings("ignore", message=".*FP_FUSION.*")
-os.environ.pop("TRITON_INTERPRET", None)
+os.environ.pop("TRITON_INTERPRET", None)  # before Triton is imported: these are real compiles
 
+import harness  # noqa: E402
+import instruments  # noqa: E402
+
+harness.kernels()  # fastmlp.kernels, also from a checkout without install
 import triton  # noqa: E402
 
 from fastmlp.kernels import fused_train as F  # noqa: E402
@@ -102,46 +102,33 @@ def analyse(sizes, N, G, epochs, fast_tanh, variant=None):
                 seconds_lower_bound=G * epochs / rate, G=G, epochs=epochs)
 
 
-def useful_work(sizes, N):
-    """Multiply-adds and activations one network-epoch needs (docs/backprop.md section 6)."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    fwd = N * sum(a * b for a, b in pairs)
-    bwd = N * sum(a * b for a, b in pairs[1:])
-    grad = N * sum(a * b for a, b in pairs)
-    upd = sum(a * b + b for a, b in pairs)
-    return dict(multiply_adds=fwd + bwd + grad + upd, activations=N * sum(sizes[1:]))
-
-
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--sizes", default="2,5,3,1")
     ap.add_argument("--N", type=int, default=5)
     ap.add_argument("--G", type=int, default=2**20)
     ap.add_argument("--epochs", type=int, default=2500)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    work = useful_work(sizes, args.N)
+    work = instruments.work_per_network_epoch(sizes, args.N)
+    env = harness.environment()  # where it was compiled; the device is the model below
     rows = [analyse(sizes, args.N, args.G, args.epochs, fast, v) for v in F.VARIANTS for fast in (False, True)
             if v == "tiles" or F.variant(sizes, args.N) == "unrolled"]
+    harness.finish(env)
     print(f"fused kernel, {'-'.join(map(str, sizes))} on N = {args.N}, sm_90 SASS (Triton {triton.__version__}); "
-          f"needed per network-epoch: {work['multiply_adds']} multiply-adds, {work['activations']} tanh/sigmoid")
-    print(f"{'kernel':<9}{'tanh':<8}{'regs':>5}{'stack':>6}{'instr':>7}{'FFMA':>6}{'FMUL+FADD':>10}{'MUFU':>6}"
-          f"{'issue bound':>13}{'FP32 bound':>12}{'MUFU bound':>12}{'limit':>7}{'G=2^20 x 2500':>15}")
-    for r in rows:
-        b = r["bounds_network_epochs_per_s"]
-        print(f"{r['variant']:<9}{'approx' if r['fast_tanh'] else 'exp':<8}{r['registers']:>5}{r['stack']:>6}{r['instructions']:>7}"
-              f"{r['ffma']:>6}{r['fmul_fadd']:>10}{r['mufu']:>6}{b['issue']:>13.3g}{b['fp32']:>12.3g}{b['mufu']:>12.3g}"
-              f"{r['limit']:>7}{r['seconds_lower_bound']:>13.3f} s")
+          f"needed per network-epoch: {work['multiply_adds']} multiply-adds, {work['activations']} tanh/sigmoid\n")
+    print(harness.table(
+        ["kernel", "tanh", "regs", "stack", "instr", "FFMA", "FMUL+FADD", "MUFU", "issue bound", "FP32 bound",
+         "MUFU bound", "limit", f"G={args.G} x {args.epochs}"],
+        [[r["variant"], "approx" if r["fast_tanh"] else "exp", r["registers"], r["stack"], r["instructions"], r["ffma"],
+          r["fmul_fadd"], r["mufu"], *(f"{r['bounds_network_epochs_per_s'][k]:.3g}" for k in ("issue", "fp32", "mufu")),
+          r["limit"], f"{r['seconds_lower_bound']:.3f} s"] for r in rows], left=2))
     print("bounds in network-epochs/s on an H200 (132 SMs x 1.98 GHz; 128 issue and FP32 lanes, 16 MUFU per SM "
           "per clock); the last column is the time those bounds allow, a lower bound")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"roofline-sm90-{'-'.join(map(str, sizes))}-N{args.N}-{date.today().isoformat()}.json"
-    path.write_text(json.dumps(dict(device_model=H200, triton=triton.__version__, date=date.today().isoformat(),
-                                    needed=work, rows=rows), indent=2) + "\n")
+    path = harness.write_json(args.out, "roofline", env, dict(device_model=H200, triton=triton.__version__,
+                                                              date=env["date"][:10], needed=work, rows=rows),
+                              script=__file__, argv=argv, slug=f"sm90-{'-'.join(map(str, sizes))}-N{args.N}")
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,12 +1,27 @@
 """The benchmark scripts run (smoke mode) and write their JSON; numbers are measured by running
-them, not here."""
+them, not here.  The harness they share (bench/harness.py) is checked directly."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("bench_harness", ROOT / "bench" / "harness.py")
+    mod = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path[:] = saved  # it puts the checkout first, for the scripts
+    return mod
 
 
 def _run(args, tmp_path, timeout=300):
@@ -17,19 +32,46 @@ def _run(args, tmp_path, timeout=300):
     return out.stdout
 
 
+def _record(tmp_path, pattern):
+    (path,) = tmp_path.glob(pattern)
+    data = json.loads(path.read_text())
+    assert list(data)[:3] == ["bench", "command", "environment"]
+    assert data["command"].startswith("python bench/")
+    return data
+
+
 def test_bench_train_quick(tmp_path):
     stdout = _run(["bench/bench_train.py", "--quick"], tmp_path)
     assert "torch/bmm" in stdout and "not run" in stdout  # GPU providers are named as not run
-    (path,) = tmp_path.glob("train-*.json")
-    data = json.loads(path.read_text())
+    data = _record(tmp_path, "train-*-quick.json")
     assert data["rows"] and "torch" in json.dumps(data["rows"])
+    assert data["work_per_network_epoch"]["multiply_adds"] == 407 and data["work_per_network_epoch"]["params"] == 37
+    assert {"loadavg_start", "loadavg_end", "device"} <= set(data["environment"])
+
+
+def test_bench_init_small(tmp_path):
+    stdout = _run(["bench/bench_init.py", "--G", "1000", "--repeats", "1"], tmp_path)
+    assert "bar < 2 s" in stdout
+    data = _record(tmp_path, "init-*.json")
+    assert [r["what"].split("(")[0] for r in data["rows"]] == ["Population", "torch.rand"]
+
+
+@pytest.mark.slow
+def test_bench_kernels_and_fused_smoke(tmp_path):
+    """Every step of the two CUDA scripts, in Triton's interpreter (measures nothing)."""
+    _run(["bench/bench_kernels.py", "--smoke"], tmp_path)
+    data = _record(tmp_path, "kernels-*-smoke.json")
+    assert len(data["rows"]) == 9 and data["gpu"] == "cpu-interpreter-smoke"  # gpu_check.sh reads "gpu"
+    stdout = _run(["bench/bench_fused.py", "--smoke"], tmp_path)
+    assert "G=256: blocks of" in stdout  # the line gpu_check.sh prints
+    data = _record(tmp_path, "fused-*-smoke.json")
+    assert {r["provider"] for r in data["rows"]} == {"fused", "fused-1", "fused-tiles", "triton", "torch"}
 
 
 def test_roofline_counts_the_fused_kernel(tmp_path):
     stdout = _run(["bench/roofline.py"], tmp_path)
     assert "407 multiply-adds, 45 tanh/sigmoid" in stdout
-    (path,) = tmp_path.glob("roofline-*.json")
-    rows = json.loads(path.read_text())["rows"]
+    rows = _record(tmp_path, "roofline-sm90-2-5-3-1-N5-*.json")["rows"]
     assert [(r["variant"], r["fast_tanh"]) for r in rows] == [("unrolled", False), ("unrolled", True),
                                                               ("tiles", False), ("tiles", True)]
     for r in rows:
@@ -44,3 +86,31 @@ def test_roofline_counts_the_fused_kernel(tmp_path):
     # The issue's bar on paper: the SASS-derived bound of the launcher's kernel allows
     # 2^20 networks x 2500 epochs in 0.1 s (a count of instructions, not a timing).
     assert unrolled_exp["seconds_lower_bound"] <= 0.1
+
+
+def test_harness_providers_environment_table_and_writer(tmp_path):
+    h = _harness()
+    from fastmlp.results import environment
+
+    table = h.Providers(h.Provider("a", "any device", object), h.Provider("g", "CUDA only", object, devices=("cuda",)),
+                        h.Provider("n", "never", object, check=lambda d: "not here"))
+    cpu = torch.device("cpu")
+    chosen, skipped = table.select(None, cpu)
+    assert [p.name for p in chosen] == ["a"] and set(skipped) == {"g", "n"} and skipped["n"] == "not here"
+    assert [p.name for p in table.select(["a"], cpu)[0]] == ["a"]
+    with pytest.raises(ValueError, match="unknown provider 'x'"):
+        table.select(["x"], cpu)
+    assert "  g  CUDA only" in table.help()
+
+    env = h.environment(cpu)
+    assert set(environment(cpu)) <= set(env)  # the library's record, extended
+    assert env["device"].endswith(f"({os.cpu_count()} cores)") and "loadavg_start" in env
+    assert h.table(["name", "x"], [["ab", 1], ["c", 22]], left=1).splitlines() == [
+        "| name |  x |", "|------|---:|", "| ab   |  1 |", "| c    | 22 |"]
+    assert [h.rate(r) for r in (767, 137_900, 4.96e6)] == ["767", "137.9k", "4.96M"]
+    path = h.write_json(tmp_path, "demo", h.finish(env), {"rows": [1]}, script=str(ROOT / "bench" / "demo.py"),
+                        argv=["--x", "1"], tag="-t")
+    assert path.name == f"demo-{h.device_slug(env)}-{env['date'][:10]}-t.json"
+    data = json.loads(path.read_text())
+    assert data["command"] == "python bench/demo.py --x 1" and data["rows"] == [1]
+    assert "loadavg_end" in data["environment"]

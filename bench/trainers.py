@@ -1,0 +1,161 @@
+"""How ``bench_train.py`` trains G lab networks, one class per provider (its ``PROVIDERS`` table
+names them): the lab's per-network loop, ``fastmlp.train``, and the two baselines written here,
+plain bmm and PyTorch's ``torch.func`` ensembling idiom.
+
+Each: ``prepare(pop, x, y)`` -> state (untimed; copies the initial weights), ``run(state, epochs)``
+-> final loss [G'] (timed), ``nets(state)`` -> how many networks ran, ``weights(state)`` ->
+[G', n_in, n_out] per layer (the agreement check).
+"""
+from __future__ import annotations
+
+import torch
+
+import fastmlp
+from fastmlp import reference
+
+
+class Runner:
+    slow = False  # fewer epochs per timed run
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def nets(self, state) -> int:
+        return len(state["pop"]) if "pop" in state else state["G"]
+
+
+class ReferenceLoop(Runner):
+    """The lab's engine, one network after another: ``max_nets`` are timed (its rate is extrapolated)."""
+    slow = True
+
+    def __init__(self, lr: float, max_nets: int):
+        super().__init__(lr)
+        self.max_nets = max_nets
+
+    def prepare(self, pop, x, y):
+        k = min(len(pop), self.max_nets)
+        return {"nets": [pop.network(i) for i in range(k)], "G": k, "x": x, "y": y}
+
+    def run(self, state, epochs):
+        x, y = state["x"], state["y"]
+        for net in state["nets"]:
+            reference.train(x, y, net, epochs, self.lr)
+        return torch.stack([net.get_loss(x, y) for net in state["nets"]])
+
+    def weights(self, state):
+        return [torch.stack([net.layers[l].get_weight() for net in state["nets"]])
+                for l in range(len(state["nets"][0].layers))]
+
+
+class FastmlpBackend(Runner):
+    """``fastmlp.train(x, y, population, epochs, lr, backend=...)``."""
+
+    def __init__(self, lr: float, backend: str):
+        super().__init__(lr)
+        self.backend = backend
+
+    def prepare(self, pop, x, y):
+        return {"pop": pop.clone(), "x": x, "y": y}
+
+    def run(self, state, epochs):
+        r = fastmlp.train(state["x"], state["y"], state["pop"], epochs, self.lr, backend=self.backend, progress=False)
+        return r.final_loss
+
+    def weights(self, state):
+        return [w.contiguous() for w in state["pop"].weights]
+
+
+class PlainBmm(Runner):
+    """The same equations written plainly: baddbmm/bmm on contiguous [G, ...] tensors.
+
+    z_l = act(z_{l-1} @ W_l + b_l);  delta_L = 2 (z_L - y) / (N n_out) * z_L (1 - z_L);
+    delta_{l-1} = (delta_l @ W_l^T) * (1 - z_{l-1}^2);  W_l -= lr z_{l-1}^T delta_l;
+    b_l -= lr sum_n delta_l.  No autograd, no preallocated buffers, no layout tricks.
+    """
+
+    def prepare(self, pop, x, y):
+        G, N = len(pop), x.shape[0]
+        return {"W": [w.contiguous().clone() for w in pop.weights],
+                "b": [b.contiguous().clone() for b in pop.biases],
+                "x": x.expand(G, N, x.shape[1]).contiguous(), "y": y, "G": G}
+
+    def run(self, state, epochs):
+        W, b, x, y = state["W"], state["b"], state["x"], state["y"]
+        L = len(W)
+        G, N, n_out = x.shape[0], x.shape[1], W[-1].shape[2]
+        history = torch.empty(epochs, G, dtype=x.dtype, device=x.device)
+        with torch.no_grad():
+            for e in range(epochs):
+                zs = [x]
+                for l in range(L):
+                    z = torch.baddbmm(b[l].unsqueeze(1), zs[-1], W[l])
+                    zs.append(torch.tanh(z) if l < L - 1 else torch.sigmoid(z))
+                out = zs[-1]
+                diff = out - y
+                history[e] = (diff * diff).mean(dim=(1, 2))
+                delta = 2.0 / (N * n_out) * diff * out * (1 - out)
+                for l in reversed(range(L)):
+                    weight_grad = torch.bmm(zs[l].transpose(1, 2), delta)
+                    bias_grad = delta.sum(dim=1)
+                    if l > 0:  # with W_l before its update
+                        delta_below = torch.bmm(delta, W[l].transpose(1, 2)) * (1 - zs[l] * zs[l])
+                    W[l].sub_(weight_grad, alpha=self.lr)
+                    b[l].sub_(bias_grad, alpha=self.lr)
+                    if l > 0:
+                        delta = delta_below
+            out = x
+            for l in range(L):
+                out = torch.baddbmm(b[l].unsqueeze(1), out, W[l])
+                out = torch.tanh(out) if l < L - 1 else torch.sigmoid(out)
+            return ((out - y) ** 2).mean(dim=(1, 2))
+
+    def weights(self, state):
+        return state["W"]
+
+
+class FuncEnsemble(Runner):
+    """PyTorch's model-ensembling idiom (torch.func tutorial), with manual SGD."""
+
+    def prepare(self, pop, x, y):
+        import torch.nn as nn
+        from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+        layers = []
+        for (a, c), act in zip(pop.arch.layers, pop.arch.acts):
+            layers += [nn.Linear(a, c), nn.Tanh() if act == "tanh" else nn.Sigmoid()]
+        template = nn.Sequential(*layers).to(x.device)
+        # stack_module_state over G models returns {"0.weight": [G, out, in], "0.bias": [G, out],
+        # ...}, stacked contiguous.  Building G nn.Modules costs 0.6 ms each here (5 s at
+        # G = 8192, 40 s at 65536), so the stacked dict is built from one model's keys and
+        # filled from the population: same keys, shapes and layout, and the same initial
+        # weights as every other provider.
+        params, buffers = stack_module_state([template])
+        linear_keys = [k for k in params if k.endswith(".weight")]
+        for l, k in enumerate(linear_keys):
+            params[k] = pop.weights[l].transpose(1, 2).contiguous().clone()  # nn.Linear: [out, in]
+            params[k[:-len("weight")] + "bias"] = pop.biases[l].contiguous().clone()
+        base = template.to("meta")
+
+        def loss_fn(params, buffers, x, y):
+            out = functional_call(base, (params, buffers), (x,))
+            return torch.mean((out - y) ** 2)
+
+        step = vmap(grad_and_value(loss_fn), in_dims=(0, 0, None, None))
+        return {"params": params, "buffers": buffers, "step": step, "loss_fn": loss_fn,
+                "x": x, "y": y, "G": len(pop), "keys": linear_keys}
+
+    def run(self, state, epochs):
+        from torch.func import vmap
+
+        params, buffers, step, x, y = state["params"], state["buffers"], state["step"], state["x"], state["y"]
+        history = torch.empty(epochs, state["G"], dtype=x.dtype, device=x.device)
+        names = list(params)
+        for e in range(epochs):
+            grads, loss = step(params, buffers, x, y)
+            history[e] = loss
+            with torch.no_grad():
+                torch._foreach_sub_([params[k] for k in names], [grads[k] for k in names], alpha=self.lr)
+        return vmap(state["loss_fn"], in_dims=(0, 0, None, None))(params, buffers, x, y)
+
+    def weights(self, state):
+        return [state["params"][k].transpose(1, 2) for k in state["keys"]]
