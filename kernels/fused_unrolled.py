@@ -20,6 +20,13 @@ generated, compiled by ``triton.jit`` and cached.  In it
   ``[P, G]``, ``active`` flags, loss rows), so the launcher ``fused_train.fused_train``
   picks whichever kernel applies (:func:`fits`) and both are tested the same way.
 
+The program itself (the statements above, samples, accumulators, freeze, SGD step) is
+built once by ``fastmlp/program.py``, independent of the target; this module is its Triton
+emitter, which only says how a lane value, a load, a store and a loop are spelled
+(``fastmlp/engine/fused_cpu.py`` renders the same program for numba).  The rendered
+source is byte-identical to the generator's before that split (tests/test_program.py
+checks digests), so the SASS counts of ``bench/roofline.py`` stand.
+
 ``python -m fastmlp.kernels.fused_unrolled 2,5,3,1 5`` prints the generated source.
 """
 from __future__ import annotations
@@ -31,10 +38,11 @@ import sys
 import triton
 import triton.language as tl
 
+from .. import program
 from ..architecture import THREAD_WORDS, UNROLL_SAMPLES, Architecture
 from .activations import fused_hidden_act, fused_output_act
 
-__all__ = ["fits", "kernel", "source", "UNROLL_SAMPLES", "MAX_WORDS"]
+__all__ = ["fits", "kernel", "source", "render", "UNROLL_SAMPLES", "MAX_WORDS"]
 
 # UNROLL_SAMPLES (N up to which the samples are unrolled, data in registers) and MAX_WORDS
 # (the per-thread budget, with the AOT measurements behind it) are fastmlp.architecture's
@@ -50,131 +58,87 @@ def fits(sizes, N) -> bool:
     return Architecture(sizes).fits_thread(N)
 
 
-class _Writer:
-    def __init__(self):
-        self.lines: list[str] = []
-        self.depth = 0
-
-    def __call__(self, line: str = "") -> None:
-        self.lines.append("    " * self.depth + line if line else "")
+# How the Triton target spells the program's pieces (fastmlp/program.py holds the math).
+def _act(kind: str, z: str) -> str:
+    return f"fused_{kind}_act({z}, FAST_TANH)"
 
 
-def _rows(w, base: str, params, statement: str) -> None:
+def _where(cond: str, a: str, b: str) -> str:
+    return f"tl.where({cond}, {a}, {b})"
+
+
+def _expr(e) -> str:
+    return program.render_expr(e, act=_act, where=_where)
+
+
+def _rows(out: list, base: str, names, statement: str) -> None:
     """``statement`` (a format with ``{name}``) for each parameter at its row's address
     ``p_row``, walking the packed buffer one row (G elements) at a time from ``base``."""
-    w(f"p_row = {base} + offs_g")
-    for r, name in enumerate(params):
+    out.append(f"p_row = {base} + offs_g")
+    for r, name in enumerate(names):
         if r:
-            w("p_row += G")
-        w(statement.format(name=name))
+            out.append("p_row += G")
+        out.append(statement.format(name=name))
 
 
-def _sample(w, sizes, xs, ys, first: bool, label: str) -> None:
-    """One sample's forward pass, loss, output delta, gradient accumulation and deltas, on the
-    data names ``xs`` / ``ys``; ``first`` initialises the loss and the accumulators."""
-    L = len(sizes) - 1
-    acc = "=" if first else "+="
-    w(f"# ---- {label}: forward ----")
-    h = list(xs)
-    for l in range(1, L + 1):
-        out = []
-        for j in range(sizes[l]):
-            z = " + ".join([f"b{l}_{j}"] + [f"{h[i]} * w{l}_{i}_{j}" for i in range(sizes[l - 1])])
-            name = f"h{l}_{j}" if l < L else f"o{j}"
-            act = "fused_hidden_act" if l < L else "fused_output_act"
-            w(f"{name} = {act}({z}, FAST_TANH)")
-            out.append(name)
-        h = out
-    w(f"# ---- {label}: loss and output delta ----")
-    for j, yj in enumerate(ys):
-        w(f"diff = o{j} - {yj}")
-        w(f"loss {'=' if first and j == 0 else '+='} diff * diff")
-        w(f"d{L}_{j} = diff * grad_scale * (o{j} - o{j} * o{j})")
-    w(f"# ---- {label}: gradients, deltas down the layers ----")
-    for l in range(L, 0, -1):
-        below = list(xs) if l == 1 else [f"h{l - 1}_{i}" for i in range(sizes[l - 1])]
-        for j in range(sizes[l]):
-            w(f"gb{l}_{j} {acc} d{l}_{j}")
-            for i in range(sizes[l - 1]):
-                w(f"gw{l}_{i}_{j} {acc} {below[i]} * d{l}_{j}")
-        if l > 1:
-            for i in range(sizes[l - 1]):
-                s = " + ".join(f"w{l}_{i}_{j} * d{l}_{j}" for j in range(sizes[l]))
-                w(f"d{l - 1}_{i} = ({s}) * (1.0 - {below[i]} * {below[i]})")
+def _lines(s) -> list:
+    """The Triton lines of one statement, loop bodies indented."""
+    P = program
+    if isinstance(s, P.Comment):
+        return [f"# {s.text}"]
+    if isinstance(s, P.Let):
+        line = f"{s.name} {'+=' if s.acc else '='} {_expr(s.expr)}"
+        return [f"{line}  # {s.note}" if s.note else line]
+    if isinstance(s, P.LoadData):
+        at = f"n * {s.per_sample} + {s.offset}" if s.per_sample else f"{s.offset}"
+        return [f"{s.name} = tl.load({s.array}_ptr + {at})"]
+    if isinstance(s, P.LoadParams):
+        out = ["# ---- parameters: row r of the packed [P, G] buffer is at p_ptr + r * G + g ----"]
+        _rows(out, "p_ptr", s.names, "{name} = tl.load(p_row, mask=mask_g, other=0.0)")
+        return out
+    if isinstance(s, P.StoreParams):
+        out = ["# ---- results back to device memory (out_ptr is p_ptr: a second name, so that the",
+               "# compiler recomputes these addresses instead of keeping the loads' live) ----"]
+        _rows(out, "out_ptr", s.names, "tl.store(p_row, {name}, mask=mask_g)")
+        return out
+    if isinstance(s, P.StoreActive):
+        return [f"tl.store(active_ptr + offs_g, {s.name}.to(tl.int8), mask=mask_g)"]
+    if isinstance(s, P.RecordLoss):
+        return ["if e % RECORD_EVERY == 0:", f"    tl.store(p_loss, {s.name}, mask=mask_g)",
+                "    p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G"]
+    if isinstance(s, (P.EpochLoop, P.SampleLoop)):
+        head = "for e in range(E):" if isinstance(s, P.EpochLoop) else "for n in range(1, N):"
+        return [head] + ["    " + line if line else "" for t in s.body for line in _lines(t)]
+    raise TypeError(f"fused_unrolled: no Triton spelling for {s!r}")
+
+
+def render(prog: "program.Program") -> str:
+    """The Triton source of ``prog``: one thread per network, every lane value a ``[BLOCK_G]``
+    variable, data values scalars shared by all threads (broadcast loads)."""
+    sizes = prog.arch.sizes
+    on = f"N = {prog.N} samples" if prog.unrolled else f"any N > {UNROLL_SAMPLES} samples"
+    lines = [
+        f'"""Generated by fastmlp.kernels.fused_unrolled for {"-".join(map(str, sizes))} on {on}."""',
+        "@triton.jit",
+        "def fused_unrolled_kernel(x_ptr, y_ptr, p_ptr, out_ptr, lr_ptr, active_ptr, loss_ptr, s_loss, G, N, E,",
+        "                          scale_ptr, RECORD_EVERY: tl.constexpr, FAST_TANH: tl.constexpr,",
+        "                          BLOCK_G: tl.constexpr):",
+    ]
+    body = ["offs_g = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)",
+            "inv_count = tl.load(scale_ptr)  # 1 / (N n_out), in the parameters' dtype",
+            "grad_scale = tl.load(scale_ptr + 1)  # 2 / (N n_out)",
+            "mask_g = offs_g < G",
+            "lr = tl.load(lr_ptr + offs_g, mask=mask_g, other=0.0)",
+            "active = tl.load(active_ptr + offs_g, mask=mask_g, other=0) != 0",
+            "p_loss = loss_ptr + offs_g"]
+    body += [line for s in prog.body for line in _lines(s)]
+    lines += ["    " + line if line else "" for line in body]
+    return "\n".join(lines) + "\n"
 
 
 def source(sizes, N: int) -> str:
     """The Triton source of the kernel for ``sizes`` trained on ``N`` samples."""
-    sizes = [int(s) for s in sizes]
-    L = len(sizes) - 1
-    D0, DO = sizes[0], sizes[-1]
-    unrolled = N <= UNROLL_SAMPLES
-    w = _Writer()
-    on = f"N = {N} samples" if unrolled else f"any N > {UNROLL_SAMPLES} samples"
-    w(f'"""Generated by fastmlp.kernels.fused_unrolled for {"-".join(map(str, sizes))} on {on}."""')
-    w("@triton.jit")
-    w("def fused_unrolled_kernel(x_ptr, y_ptr, p_ptr, out_ptr, lr_ptr, active_ptr, loss_ptr, s_loss, G, N, E,")
-    w("                          scale_ptr, RECORD_EVERY: tl.constexpr, FAST_TANH: tl.constexpr,")
-    w("                          BLOCK_G: tl.constexpr):")
-    w.depth = 1
-    w("offs_g = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)")
-    w("inv_count = tl.load(scale_ptr)  # 1 / (N n_out), in the parameters' dtype")
-    w("grad_scale = tl.load(scale_ptr + 1)  # 2 / (N n_out)")
-    w("mask_g = offs_g < G")
-    w("lr = tl.load(lr_ptr + offs_g, mask=mask_g, other=0.0)")
-    w("active = tl.load(active_ptr + offs_g, mask=mask_g, other=0) != 0")
-    w("p_loss = loss_ptr + offs_g")
-
-    # Parameters in packed order (W_l row-major [n_in, n_out], then b_l), one row per name.
-    params = []
-    for l in range(1, L + 1):
-        params += [f"w{l}_{i}_{j}" for i in range(sizes[l - 1]) for j in range(sizes[l])]
-        params += [f"b{l}_{j}" for j in range(sizes[l])]
-    w("# ---- parameters: row r of the packed [P, G] buffer is at p_ptr + r * G + g ----")
-    _rows(w, "p_ptr", params, "{name} = tl.load(p_row, mask=mask_g, other=0.0)")
-    if unrolled:
-        w("# ---- the data, shared by every network: scalars, loaded once ----")
-        for n in range(N):
-            for i in range(D0):
-                w(f"x{n}_{i} = tl.load(x_ptr + {n * D0 + i})")
-            for j in range(DO):
-                w(f"y{n}_{j} = tl.load(y_ptr + {n * DO + j})")
-
-    w("for e in range(E):")
-    w.depth = 2
-    if unrolled:
-        for n in range(N):
-            _sample(w, sizes, [f"x{n}_{i}" for i in range(D0)], [f"y{n}_{j}" for j in range(DO)], n == 0,
-                    f"sample {n}")
-    else:
-        # Sample 0 peeled (it initialises the accumulators), then a loop over the others; the
-        # data are scalar loads of the same address in every thread (L1 hits after the first).
-        xs, ys = [f"x_{i}" for i in range(D0)], [f"y_{j}" for j in range(DO)]
-        for first in (True, False):
-            if not first:
-                w("for n in range(1, N):")
-                w.depth = 3
-            for i, x in enumerate(xs):
-                w(f"{x} = tl.load(x_ptr + {i})" if first else f"{x} = tl.load(x_ptr + n * {D0} + {i})")
-            for j, y in enumerate(ys):
-                w(f"{y} = tl.load(y_ptr + {j})" if first else f"{y} = tl.load(y_ptr + n * {DO} + {j})")
-            _sample(w, sizes, xs, ys, first, "sample 0" if first else "samples 1 .. N-1")
-        w.depth = 2
-    w("# ---- end of epoch: record the loss, freeze the diverged, one SGD step ----")
-    w("loss = loss * inv_count")
-    w("if e % RECORD_EVERY == 0:")
-    w("    tl.store(p_loss, loss, mask=mask_g)")
-    w("    p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G")
-    w("active = active & ((loss - loss) == 0.0)  # 0 only when the loss is finite")
-    w("step = tl.where(active, lr, 0.0)")
-    for name in params:
-        w(f"{name} = tl.where(active, {name} - step * g{name}, {name})")
-    w.depth = 1
-    w("# ---- results back to device memory (out_ptr is p_ptr: a second name, so that the")
-    w("# compiler recomputes these addresses instead of keeping the loads' live) ----")
-    _rows(w, "out_ptr", params, "tl.store(p_row, {name}, mask=mask_g)")
-    w("tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)")
-    return "\n".join(w.lines) + "\n"
+    return render(program.build(Architecture(tuple(int(s) for s in sizes)), int(N)))
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,0 +1,254 @@
+"""The one-launch training program of an architecture, built once, rendered by each target.
+
+tinygrad's renderers turn one list of UOps into CUDA, Metal or C source and differ only in
+spellings; here :func:`build` turns an :class:`~fastmlp.architecture.Architecture` and a
+sample count into one target-independent program, and each target says how a lane value,
+a load, a store and a loop are written:
+
+* ``kernels/fused_unrolled.py`` renders it as a Triton kernel, one thread per network;
+* ``fastmlp/engine/fused_cpu.py`` renders it as Python source for ``numba.njit``, one SIMD
+  lane per network of a block.
+
+The program is a list of statements over named scalar values.  A *lane value* belongs to
+one network (a weight ``w{l}_{i}_{j}``, a bias ``b{l}_{j}``, their gradients ``gw...`` /
+``gb...``, activations ``h{l}_{j}``, outputs ``o{j}``, deltas ``d{l}_{j}``, ``diff``,
+``loss``, ``lr``, ``active``, ``step``); a *data value* (``x{n}_{i}``, ``y{n}_{j}``, or
+``x_{i}`` / ``y_{j}`` in the sample loop) and the scales ``inv_count`` = 1 / (N n_out) and
+``grad_scale`` = 2 / (N n_out) are shared by every network.  The math is written once, in
+:func:`_sample` and :func:`build`:
+
+* parameters are loaded in packed order (W_l row-major ``[n_in, n_out]``, then b_l);
+* samples are unrolled up to ``UNROLL_SAMPLES`` (data loaded once, before the epoch loop),
+  beyond that sample 0 is peeled and a sample loop loads each sample's data;
+* the first sample *initialises* the loss and the gradient accumulators, the others add;
+* at the end of an epoch: loss scaling, the loss recorded every ``RECORD_EVERY`` epochs,
+  the divergence freeze ``active &= (loss - loss) == 0`` (0 only when the loss is finite),
+  one SGD step that leaves a frozen network's parameters bit for bit;
+* the parameters and the ``active`` flags are stored back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .architecture import UNROLL_SAMPLES, Architecture
+
+__all__ = ["Program", "build", "render_expr", "Sum", "Mul", "Sub", "Paren", "Act", "Where", "Finite", "And",
+           "Comment", "Let", "LoadParams", "StoreParams", "LoadData", "EpochLoop", "SampleLoop", "RecordLoss",
+           "StoreActive"]
+
+
+# ---- expressions: a value name or a literal ("1.0") is a str; the rest are these nodes ----
+@dataclass(frozen=True)
+class Sum:
+    terms: tuple  # a + b + c
+
+
+@dataclass(frozen=True)
+class Mul:
+    factors: tuple  # a * b * c
+
+
+@dataclass(frozen=True)
+class Sub:
+    a: object
+    b: object  # a - b
+
+
+@dataclass(frozen=True)
+class Paren:
+    e: object  # (e)
+
+
+@dataclass(frozen=True)
+class Act:
+    kind: str  # "hidden" (tanh) or "output" (sigmoid)
+    arg: object
+
+
+@dataclass(frozen=True)
+class Where:
+    cond: object
+    a: object
+    b: object  # a where cond else b, lane by lane
+
+
+@dataclass(frozen=True)
+class Finite:
+    a: object  # (a - a) == 0: false for NaN and +-inf
+
+
+@dataclass(frozen=True)
+class And:
+    a: object
+    b: object
+
+
+# ---- statements ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comment:
+    text: str
+
+
+@dataclass(frozen=True)
+class Let:
+    name: str
+    expr: object
+    acc: bool = False  # name += expr
+    note: str = ""  # a comment at the end of the line
+
+
+@dataclass(frozen=True)
+class LoadParams:
+    names: tuple  # row r of the packed [P, G] buffer into names[r]
+
+
+@dataclass(frozen=True)
+class StoreParams:
+    names: tuple
+
+
+@dataclass(frozen=True)
+class LoadData:
+    name: str
+    array: str  # "x" [N, n_in] or "y" [N, n_out], row-major, shared
+    offset: int  # element offset within the sample (or absolute, when per_sample is 0)
+    per_sample: int = 0  # elements per sample: the address is n * per_sample + offset (sample loop)
+
+
+@dataclass(frozen=True)
+class EpochLoop:
+    body: tuple  # for e in range(E)
+
+
+@dataclass(frozen=True)
+class SampleLoop:
+    body: tuple  # for n in range(1, N)
+
+
+@dataclass(frozen=True)
+class RecordLoss:
+    name: str  # row e // RECORD_EVERY of the loss history, when e % RECORD_EVERY == 0
+
+
+@dataclass(frozen=True)
+class StoreActive:
+    name: str
+
+
+@dataclass(frozen=True)
+class Program:
+    arch: Architecture
+    N: int  # the sample count it was built for (any N > UNROLL_SAMPLES when not unrolled)
+    unrolled: bool
+    params: tuple  # lane-value names in packed order
+    body: tuple  # statements
+
+    def walk(self, body=None):
+        """Every statement, depth first (loops before their bodies)."""
+        for s in self.body if body is None else body:
+            yield s
+            if isinstance(s, (EpochLoop, SampleLoop)):
+                yield from self.walk(s.body)
+
+
+def render_expr(e, name=lambda v: v, act=None, where=None) -> str:
+    """Python-syntax source of expression ``e``; a target supplies the spelling of a value
+    name or literal (``name``), of an activation (``act(kind, arg_source)``) and of a
+    lane-wise select (``where(cond, a, b)``)."""
+    r = lambda x: render_expr(x, name, act, where)  # noqa: E731
+    if isinstance(e, str):
+        return name(e)
+    if isinstance(e, Sum):
+        return " + ".join(map(r, e.terms))
+    if isinstance(e, Mul):
+        return " * ".join(map(r, e.factors))
+    if isinstance(e, Sub):
+        return f"{r(e.a)} - {r(e.b)}"
+    if isinstance(e, Paren):
+        return f"({r(e.e)})"
+    if isinstance(e, Act):
+        return act(e.kind, r(e.arg))
+    if isinstance(e, Where):
+        return where(r(e.cond), r(e.a), r(e.b))
+    if isinstance(e, Finite):
+        return f"(({r(e.a)} - {r(e.a)}) == {name('0.0')})"
+    if isinstance(e, And):
+        return f"{r(e.a)} & {r(e.b)}"
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def _sample(arch: Architecture, xs, ys, first: bool, label: str) -> list:
+    """One sample's forward pass, loss, output delta, gradient accumulation and deltas, on the
+    data names ``xs`` / ``ys``; ``first`` initialises the loss and the accumulators."""
+    sizes, L = arch.sizes, arch.n_layers
+    acc = not first
+    out = [Comment(f"---- {label}: forward ----")]
+    h = list(xs)
+    for l in range(1, L + 1):
+        names = []
+        for j in range(sizes[l]):
+            z = Sum((f"b{l}_{j}",) + tuple(Mul((h[i], f"w{l}_{i}_{j}")) for i in range(sizes[l - 1])))
+            names.append(f"h{l}_{j}" if l < L else f"o{j}")
+            out.append(Let(names[-1], Act("hidden" if l < L else "output", z)))
+        h = names
+    out.append(Comment(f"---- {label}: loss and output delta ----"))
+    for j, yj in enumerate(ys):
+        o = f"o{j}"
+        out.append(Let("diff", Sub(o, yj)))
+        out.append(Let("loss", Mul(("diff", "diff")), acc=not (first and j == 0)))
+        out.append(Let(f"d{L}_{j}", Mul(("diff", "grad_scale", Paren(Sub(o, Mul((o, o))))))))
+    out.append(Comment(f"---- {label}: gradients, deltas down the layers ----"))
+    for l in range(L, 0, -1):
+        below = list(xs) if l == 1 else [f"h{l - 1}_{i}" for i in range(sizes[l - 1])]
+        for j in range(sizes[l]):
+            out.append(Let(f"gb{l}_{j}", f"d{l}_{j}", acc))
+            for i in range(sizes[l - 1]):
+                out.append(Let(f"gw{l}_{i}_{j}", Mul((below[i], f"d{l}_{j}")), acc))
+        if l > 1:
+            for i in range(sizes[l - 1]):
+                s = Sum(tuple(Mul((f"w{l}_{i}_{j}", f"d{l}_{j}")) for j in range(sizes[l])))
+                out.append(Let(f"d{l - 1}_{i}", Mul((Paren(s), Paren(Sub("1.0", Mul((below[i], below[i]))))))))
+    return out
+
+
+def param_names(arch: Architecture) -> tuple:
+    """Lane-value names of the parameters in packed order (``Architecture.offsets``)."""
+    names = []
+    for l, (a, b) in enumerate(arch.layers, start=1):
+        names += [f"w{l}_{i}_{j}" for i in range(a) for j in range(b)]
+        names += [f"b{l}_{j}" for j in range(b)]
+    return tuple(names)
+
+
+def build(arch, N: int) -> Program:
+    """The training program of ``arch`` on ``N`` samples (one program serves every N beyond
+    ``UNROLL_SAMPLES``: the sample loop reads N at run time)."""
+    arch = Architecture.of(arch)
+    D0, DO = arch.n_in, arch.n_out
+    unrolled = N <= UNROLL_SAMPLES
+    params = param_names(arch)
+    body = [LoadParams(params)]
+    epoch = []
+    if unrolled:
+        body.append(Comment("---- the data, shared by every network: scalars, loaded once ----"))
+        for n in range(N):
+            body += [LoadData(f"x{n}_{i}", "x", n * D0 + i) for i in range(D0)]
+            body += [LoadData(f"y{n}_{j}", "y", n * DO + j) for j in range(DO)]
+        for n in range(N):
+            epoch += _sample(arch, [f"x{n}_{i}" for i in range(D0)], [f"y{n}_{j}" for j in range(DO)], n == 0,
+                             f"sample {n}")
+    else:
+        # Sample 0 peeled (it initialises the accumulators), then a loop over the others.
+        xs, ys = [f"x_{i}" for i in range(D0)], [f"y_{j}" for j in range(DO)]
+        epoch += [LoadData(x, "x", i) for i, x in enumerate(xs)] + [LoadData(y, "y", j) for j, y in enumerate(ys)]
+        epoch += _sample(arch, xs, ys, True, "sample 0")
+        loop = [LoadData(x, "x", i, D0) for i, x in enumerate(xs)] + [LoadData(y, "y", j, DO) for j, y in enumerate(ys)]
+        epoch.append(SampleLoop(tuple(loop + _sample(arch, xs, ys, False, "samples 1 .. N-1"))))
+    epoch += [Comment("---- end of epoch: record the loss, freeze the diverged, one SGD step ----"),
+              Let("loss", Mul(("loss", "inv_count"))),
+              RecordLoss("loss"),
+              Let("active", And("active", Finite("loss")), note="0 only when the loss is finite"),
+              Let("step", Where("active", "lr", "0.0"))]
+    epoch += [Let(p, Where("active", Sub(p, Mul(("step", f"g{p}"))), p)) for p in params]
+    body += [EpochLoop(tuple(epoch)), StoreParams(params), StoreActive("active")]
+    return Program(arch, N if unrolled else UNROLL_SAMPLES + 1, unrolled, params, tuple(body))
