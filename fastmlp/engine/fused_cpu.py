@@ -1,0 +1,374 @@
+"""The one-launch training program on the CPU: fastmlp/program.py rendered for ``numba.njit``.
+
+``kernels/fused_unrolled.py`` renders the per-architecture program as a Triton kernel, one
+thread per network; this module renders the *same* program (the math lives in
+``fastmlp/program.py``) as Python source for numba, one SIMD lane per network:
+
+* networks go in blocks of ``BLOCK`` = 16 (one AVX-512 vector of float32), the last block
+  padded with zero networks (zero parameters, lr 0, frozen) to a whole vector, so that
+  every network runs in the same instructions whatever G, its position or the thread
+  count: a network's numbers are bit for bit its own (no scalar remainder loop);
+* the program is cut into *regions*, the straight-line runs between its loops; each region
+  becomes one ``for k in range(BLOCK)`` loop of scalar code, which LLVM vectorises across
+  the lanes.  A lane value that lives beyond its region (parameters, lr, the gradient
+  accumulators and the loss across the sample loop) has a row of a per-block ``[rows,
+  BLOCK]`` buffer ``S`` (flags: ``A``); the others are scalars of the region;
+* shared data values are scalars loaded outside the lane loops (once per launch when the
+  samples are unrolled, once per sample in the sample loop);
+* blocks are a ``numba.prange``, on ``torch.get_num_threads()`` threads.
+
+Activations: the exp2 forms of kernels/activations.py (``tanh = 1 - 2 / (1 + 2^(2x log2 e))``,
+``sigmoid = 1 / (1 + 2^(-x log2 e))``), with exp2 written out (range reduction, a Taylor
+polynomial, the exponent built from the integer part): numba has no vector exp without
+Intel's SVML, and a scalar libm call per lane blocks vectorisation (measured on the 2-core
+AVX-512 dev box: 195 M exp2/s scalar; ``math.tanh`` 52 M/s).  Its error is ~1 ulp (float32
+degree 7: truncation 6e-9; float64 degree 13: 4e-18), exp2(+inf) = inf, exp2(-inf) = 0, NaN
+in, NaN out.  fastmath is on except ``nnan`` / ``ninf``, which would fold the divergence test
+``(loss - loss) == 0`` and the NaN pass-through to constants.
+
+Contract of :func:`fused_train`: that of ``kernels.fused_train.fused_train`` (packed
+network-minor ``[P, G]`` parameters as :func:`pack` builds them, lr ``[G]``, ``active``
+``[G]`` int8 updated, loss rows every ``record_every`` epochs, float32 / float64, the same
+divergence freeze).  numba is imported when a program is compiled, never by ``import fastmlp``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import linecache
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from .. import program as P
+from ..architecture import Architecture
+
+__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "cache_dir", "pow2", "fused_train"]
+
+BLOCK = 16
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})  # not nnan / ninf: see above
+_SCALARS = ("inv_count", "grad_scale")
+# exp2 on [-1/2, 1/2]: Taylor coefficients ln2^k / k!, and the clamp beyond which 2^t is
+# inf / 0 in the dtype (the exponent is built in two halves, each within range).
+_EXP2 = {"float32": (7, 200.0), "float64": (13, 1100.0)}
+
+
+def pack(weights, biases) -> torch.Tensor:
+    """Network-minor packed parameters [P, G]: rows W1 (row-major [n_in, n_out]), b1, W2, ...
+    (``kernels.fused_train.pack``'s layout, without importing triton)."""
+    G = weights[0].shape[0]
+    rows = []
+    for w, b in zip(weights, biases):
+        rows.append(w.permute(1, 2, 0).reshape(-1, G))
+        rows.append(b.t())
+    return torch.cat(rows).contiguous()
+
+
+def unpack_into(packed: torch.Tensor, weights, biases) -> None:
+    """Copy packed parameters back into the population's tensors (any strides)."""
+    G, r = packed.shape[1], 0
+    for w, b in zip(weights, biases):
+        n_in, n_out = w.shape[1], w.shape[2]
+        w.copy_(packed[r:r + n_in * n_out].reshape(n_in, n_out, G).permute(2, 0, 1))
+        r += n_in * n_out
+        b.copy_(packed[r:r + n_out].t())
+        r += n_out
+
+
+# ---- the numba spelling --------------------------------------------------------------------
+def _lit(v: str) -> str:
+    return f"F({v})" if v[0].isdigit() else v
+
+
+def _act(kind: str, z: str) -> str:
+    return f"_{'tanh' if kind == 'hidden' else 'sigmoid'}({z})"
+
+
+def _where(cond: str, a: str, b: str) -> str:
+    return f"({a} if {cond} else {b})"
+
+
+def _expr(e) -> str:
+    return P.render_expr(e, name=_lit, act=_act, where=_where)
+
+
+def _names(e) -> set:
+    """Value names (and literals) an expression reads."""
+    if isinstance(e, str):
+        return {e}
+    parts = {P.Sum: lambda e: e.terms, P.Mul: lambda e: e.factors, P.Sub: lambda e: (e.a, e.b),
+             P.Paren: lambda e: (e.e,), P.Act: lambda e: (e.arg,), P.Where: lambda e: (e.cond, e.a, e.b),
+             P.Finite: lambda e: (e.a,), P.And: lambda e: (e.a, e.b)}[type(e)](e)
+    return set().union(*map(_names, parts))
+
+
+def _regions(body) -> list:
+    """Split a loop body into ``("data", [LoadData])``, ``("lanes", [Let/RecordLoss/Comment])``
+    and ``("loop", SampleLoop)`` pieces, in order."""
+    out = []
+    for s in body:
+        kind = "data" if isinstance(s, P.LoadData) else "loop" if isinstance(s, P.SampleLoop) else "lanes"
+        if kind == "loop":
+            out.append((kind, s))
+        elif out and out[-1][0] == kind:
+            out[-1][1].append(s)
+        else:
+            out.append((kind, [s]))
+    return out
+
+
+def _exposed(stmts, lane: set) -> tuple[set, set]:
+    """Lane values a region reads before writing them (they come from elsewhere), and those
+    it writes."""
+    read, written = set(), set()
+    for s in stmts:
+        if isinstance(s, P.Let):
+            uses = _names(s.expr) | ({s.name} if s.acc else set())
+            read |= {v for v in uses if v in lane and v not in written}
+            written.add(s.name)
+        elif isinstance(s, P.RecordLoss) and s.name not in written:
+            read.add(s.name)
+    return read, written
+
+
+def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
+    """The numba module source of ``prog`` for ``dtype`` ("float32" or "float64"); ``cache``:
+    compiled code cached on disk, next to the module's file."""
+    lets = [s for s in prog.walk() if isinstance(s, P.Let)]
+    lane = set(prog.params) | {"lr", "active"} | {s.name for s in lets}
+    epoch = next(s for s in prog.body if isinstance(s, P.EpochLoop))
+    pieces = [r for r in _regions(epoch.body)]
+    pieces += [r for _, loop in pieces if _ == "loop" for r in _regions(loop.body)]
+    keep = set(prog.params) | {"lr"}
+    for kind, stmts in pieces:
+        if kind == "lanes":
+            keep |= _exposed(stmts, lane)[0]
+    keep.discard("active")
+    row = {v: r for r, v in enumerate(list(prog.params) + sorted(keep - set(prog.params)) + ["_loss"])}
+    at = lambda v: "A[k]" if v == "active" else f"S[{row[v] * BLOCK} + k]"  # noqa: E731
+
+    out = []
+
+    def w(depth, line=""):
+        out.append("    " * depth + line if line else "")
+
+    def lanes(depth, stmts):
+        read, written = _exposed(stmts, lane)
+        w(depth, "for k in range(BLOCK):")
+        for v in sorted(read, key=lambda v: (v not in row, row.get(v, 0), v)):
+            w(depth + 1, f"{v} = {at(v)}")
+        recorded = []
+        for s in stmts:
+            if isinstance(s, P.Comment):
+                w(depth + 1, f"# {s.text}")
+            elif isinstance(s, P.Let):
+                w(depth + 1, f"{s.name} {'+=' if s.acc else '='} {_expr(s.expr)}")
+            elif isinstance(s, P.RecordLoss):
+                w(depth + 1, f"{at('_loss')} = {s.name}")
+                recorded.append(s)
+        for v in sorted(written & (keep | {"active"}), key=lambda v: (v not in row, row.get(v, 0), v)):
+            w(depth + 1, f"{at(v)} = {v}")
+        for _ in recorded:
+            w(depth, "if e % RECORD_EVERY == 0:")
+            w(depth + 1, "for k in range(nk):")
+            w(depth + 2, f"loss_out[rec, g0 + k] = S[{row['_loss'] * BLOCK} + k]")
+            w(depth + 1, "rec += 1")
+
+    def data(depth, stmts):
+        for s in stmts:
+            at_ = f"n * {s.per_sample} + {s.offset}" if s.per_sample else f"{s.offset}"
+            w(depth, f"{s.name} = {s.array}[{at_}]")
+
+    def body(depth, pieces):
+        for kind, piece in pieces:
+            if kind == "data":
+                data(depth, piece)
+            elif kind == "lanes":
+                lanes(depth, piece)
+            else:
+                w(depth, "for n in range(1, N):")
+                body(depth + 1, _regions(piece.body))
+
+    sizes = "-".join(map(str, prog.arch.sizes))
+    on = f"N = {prog.N} samples" if prog.unrolled else f"any N > {prog.N - 1} samples"
+    degree, clamp = _EXP2[dtype]
+    coef = [f"F({math.log(2) ** k / math.factorial(k)!r})" for k in range(1, degree + 1)]
+    poly = coef[-1]
+    for c in reversed(coef[:-1]):  # Horner: c1 + f * (c2 + f * (...))
+        poly = f"({c} + f * {poly})"
+    w(0, f'"""Generated by fastmlp.engine.fused_cpu for {sizes} on {on}, {dtype}, blocks of {BLOCK} networks."""')
+    w(0, "import math")
+    w(0)
+    w(0, "import numba")
+    w(0, "import numpy as np")
+    w(0)
+    w(0, "from fastmlp.engine.fused_cpu import pow2")
+    w(0)
+    w(0, f"F = np.{dtype}")
+    w(0, f"BLOCK = {BLOCK}")
+    w(0, f"FASTMATH = {{{', '.join(map(repr, sorted(FASTMATH)))}}}")
+    w(0, f"_pow2 = pow2({dtype!r})")
+    w(0, f"CACHE = {cache}")
+    w(0)
+    w(0)
+    w(0, "@numba.njit(fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
+    w(0, "def _exp2(t):")
+    w(1, f"tc = t if t > F({-clamp}) else F({-clamp})  # beyond: 2^t is 0 / inf in the dtype")
+    w(1, f"tc = tc if tc < F({clamp}) else F({clamp})")
+    # floor(tc + 1/2) by truncating a positive number: math.floor is a libm call (floorf)
+    # that would keep the lane loop scalar; an n off by one only widens f to ~0.5 + ulp.
+    w(1, f"n = np.int64(tc + F({2 * clamp + 0.5})) - {int(2 * clamp)}")
+    w(1, "f = tc - F(n)  # in [-1/2, 1/2]")
+    w(1, f"p = F(1.0) + f * {poly}")
+    w(1, "h = n >> 1")
+    w(1, "p = p * _pow2(h) * _pow2(n - h)")
+    w(1, "return p if t == t else t  # NaN in, NaN out")
+    w(0)
+    w(0)
+    w(0, "@numba.njit(fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
+    w(0, "def _tanh(x):")
+    w(1, "return F(1.0) - F(2.0) / (F(1.0) + _exp2(F(2.8853900817779268) * x))")
+    w(0)
+    w(0)
+    w(0, "@numba.njit(fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
+    w(0, "def _sigmoid(x):")
+    w(1, "return F(1.0) / (F(1.0) + _exp2(F(-1.4426950408889634) * x))")
+    w(0)
+    w(0)
+    w(0, "@numba.njit(parallel=True, fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
+    w(0, "def fused_cpu_train(x, y, p, lr_in, active_in, loss_out, G, N, E, inv_count, grad_scale, RECORD_EVERY):")
+    w(1, "for blk in numba.prange((G + BLOCK - 1) // BLOCK):")
+    w(2, "g0 = blk * BLOCK")
+    w(2, "nk = min(BLOCK, G - g0)")
+    w(2, f"S = np.zeros({len(row) * BLOCK}, F)  # lane values that outlive a region, row r at r * BLOCK")
+    w(2, "A = np.zeros(BLOCK, np.bool_)  # active; padded lanes stay frozen")
+    w(2, "for k in range(nk):")
+    for r, v in enumerate(prog.params):
+        w(3, f"S[{r * BLOCK} + k] = p[{r}, g0 + k]")
+    w(3, f"{at('lr')} = lr_in[g0 + k]")
+    w(3, "A[k] = active_in[g0 + k] != 0")
+    pre = [s for s in prog.body if isinstance(s, P.LoadData)]
+    data(2, pre)
+    w(2, "rec = 0")
+    w(2, "for e in range(E):")
+    body(3, _regions(epoch.body))
+    w(2, "for k in range(nk):")
+    for r, v in enumerate(prog.params):
+        w(3, f"p[{r}, g0 + k] = S[{r * BLOCK} + k]")
+    w(3, "active_in[g0 + k] = A[k]")
+    return "\n".join(out) + "\n"
+
+
+def source(sizes, N: int, dtype: str = "float32", cache: bool = True) -> str:
+    """The numba source of the program for ``sizes`` on ``N`` samples."""
+    return render(P.build(Architecture(tuple(int(s) for s in sizes)), int(N)), dtype, cache)
+
+
+@functools.lru_cache(maxsize=None)
+def pow2(dtype: str):
+    """``2^m`` in ``dtype`` for an integer m within the exponent range, built from its bits
+    (one add, one shift, a bit cast: vectorisable), as a numba intrinsic."""
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    def make(ftype, bits, mant, bias):
+        @intrinsic
+        def pow2(typingctx, m):
+            def codegen(context, builder, sig, args):
+                i = builder.trunc(args[0], ir.IntType(bits)) if bits < 64 else args[0]
+                int_t = ir.IntType(bits)
+                e = builder.shl(builder.add(i, ir.Constant(int_t, bias)), ir.Constant(int_t, mant))
+                return builder.bitcast(e, ftype)
+            return (types.float32 if bits == 32 else types.float64)(m), codegen
+        return pow2
+    return make(ir.FloatType(), 32, 23, 127) if dtype == "float32" else make(ir.DoubleType(), 64, 52, 1023)
+
+
+def cache_dir() -> Path:
+    """Where generated modules and numba's compiled code are kept: ``$FASTMLP_CACHE_DIR`` or
+    ``~/.cache/fastmlp``, subfolder ``numba``."""
+    return Path(os.environ.get("FASTMLP_CACHE_DIR") or Path.home() / ".cache" / "fastmlp") / "numba"
+
+
+@functools.lru_cache(maxsize=64)
+def compiled(sizes: tuple, N: int, dtype: str):
+    """The njit function for ``sizes`` on ``N`` samples (one for every N beyond UNROLL_SAMPLES).
+
+    The source goes to a file named by its digest (so an edit of the generator never meets a
+    stale module) and is imported from there, which lets numba cache the machine code on disk
+    (``cache=True``); when the folder is not writable it is compiled in memory instead."""
+    tag = f"{'_'.join(map(str, sizes))}_N{N}_{dtype}"
+    src = source(sizes, N, dtype)
+    path = cache_dir() / f"fused_cpu_{tag}_{hashlib.sha256(src.encode()).hexdigest()[:16]}.py"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(src)
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"fastmlp_fused_cpu_{tag}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # numba's cache finds the module's globals by its name
+        spec.loader.exec_module(module)
+        return module.fused_cpu_train
+    except OSError:
+        src = source(sizes, N, dtype, cache=False)
+        filename = f"<fastmlp.engine.fused_cpu {tag}>"
+        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+        namespace = {"__name__": f"fastmlp_fused_cpu_{tag}"}
+        exec(compile(src, filename, "exec"), namespace)
+        return namespace["fused_cpu_train"]
+
+
+def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
+                loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False,
+                variant: str | None = None) -> None:
+    """Train for ``epochs`` epochs in place on ``packed`` [P, G] and ``active`` [G] (int8), on
+    the CPU; x [N, n_in] and y [N, n_out] shared; lr [G]; loss_out [ceil(epochs /
+    record_every), G] receives the loss at the start of every ``record_every``-th epoch.
+    ``kernels.fused_train.fused_train``'s contract; ``fast_tanh`` and ``variant`` (GPU
+    choices) are accepted for the same signature and must be False / None or "unrolled"."""
+    import numba
+
+    sizes = [int(s) for s in sizes]
+    arch = Architecture(sizes)
+    N = x.shape[0]
+    why = arch.fused_limits(N)
+    if why is not None:
+        raise ValueError(f"backend='fused' cannot train {why}; use backend='torch'")
+    if fast_tanh or variant not in (None, "unrolled"):
+        raise ValueError("fused_cpu: fast_tanh and the 'tiles' variant are GPU-only")
+    if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
+        raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
+                         f"networks), got {list(x.shape)} and {list(y.shape)}")
+    G = packed.shape[1]
+    if tuple(packed.shape) != (arch.n_params, G) or not packed.is_contiguous():
+        raise ValueError(f"fused_train: packed must be a contiguous [{arch.n_params}, {G}] tensor, got "
+                         f"{list(packed.shape)}")
+    if packed.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"fused_train: parameters must be float32 or float64, got {packed.dtype}")
+    rows = -(-epochs // record_every)
+    if tuple(loss_out.shape) != (rows, G) or (G > 1 and loss_out.stride(1) != 1):
+        raise ValueError(f"fused_train: loss_out must be a [{rows}, {G}] tensor with unit stride along G")
+    for name, t, dt in (("x", x, packed.dtype), ("y", y, packed.dtype), ("lr", lr, packed.dtype),
+                        ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
+        if t.dtype != dt or t.device.type != "cpu":
+            raise ValueError(f"fused_train: {name} must be {dt} on the CPU, got {t.dtype} on {t.device}")
+    if not active.is_contiguous():
+        raise ValueError("fused_train: active must be contiguous")
+    if epochs == 0 or G == 0:
+        return
+    dtype = str(packed.dtype).removeprefix("torch.")
+    fn = compiled(tuple(sizes), min(N, P.UNROLL_SAMPLES + 1), dtype)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    np_dt = packed.numpy().dtype.type
+    count = N * sizes[-1]
+    # Scales rounded to the parameters' dtype, as the Triton launcher's scale tensor.
+    fn(x.contiguous().reshape(-1).numpy(), y.contiguous().reshape(-1).numpy(), packed.numpy(),
+       lr.contiguous().numpy(), active.numpy(), loss_out.numpy(), G, N, epochs, np_dt(1.0 / count),
+       np_dt(2.0 / count), record_every)

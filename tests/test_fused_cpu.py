@@ -1,0 +1,166 @@
+"""The one-launch program on the CPU (fastmlp/engine/fused_cpu.py, numba) against the torch engine.
+
+The numba target renders the same program as the Triton kernel (fastmlp/program.py), one
+network per SIMD lane of a block of 16.  Compiled code is cached on disk (the first run of
+this module compiles ~10 programs, ~15 s each on the 2-core dev box).
+"""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastmlp import Population, train
+from fastmlp.architecture import UNROLL_SAMPLES
+from tests.conftest import assert_rel_close, five_points
+
+fc = pytest.importorskip("fastmlp.engine.fused_cpu")
+
+CASES = [  # (sizes, N): the lab network, widths 1, 3, 5, depth 0..4, N = 1, 5, and a sample loop
+    ([2, 5, 3, 1], 5),
+    ([2, 1], 1),
+    ([1, 3, 1], 5),
+    ([3, 5, 5, 2], 4),
+    ([2, 3, 1, 5, 2, 1], 5),
+    ([2, 3, 1], UNROLL_SAMPLES + 3),
+]
+
+
+@pytest.fixture
+def nb():
+    return pytest.importorskip("numba", reason="the CPU fused program needs numba")
+
+
+def _data(sizes, N, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(N, sizes[0], generator=g) * 4 - 2
+    y = (torch.rand(N, sizes[-1], generator=g) > 0.5).float()
+    return x.to(dtype), y.to(dtype)
+
+
+def _run(sizes, x, y, seeds, epochs, lr, dtype=torch.float32, record_every=1):
+    """fused_cpu.fused_train on a fresh population: (population, loss rows [rows, G], active [G])."""
+    pop = Population(sizes, seeds, dtype=dtype)
+    packed = fc.pack(pop.weights, pop.biases)
+    G = packed.shape[1]
+    lr = lr.to(dtype) if torch.is_tensor(lr) else torch.full((G,), lr, dtype=dtype)
+    active = torch.ones(G, dtype=torch.int8)
+    loss = torch.full((-(-epochs // record_every), G), float("nan"), dtype=dtype)
+    fc.fused_train(x, y, packed, lr, active, loss, sizes, epochs, record_every=record_every)
+    fc.unpack_into(packed, pop.weights, pop.biases)
+    return pop, loss, active
+
+
+def _torch(sizes, x, y, seeds, epochs, lr, dtype=torch.float32):
+    ref = Population(sizes, seeds, dtype=dtype)
+    return ref, train(x, y, ref, epochs, lr, backend="torch")
+
+
+def _check(pop, loss, ref, r, every=1):
+    assert_rel_close(loss.t(), r.losses[:, ::every], msg="loss curves vs torch engine")
+    for a, b in zip(pop.weights + pop.biases, ref.weights + ref.biases):
+        assert_rel_close(a, b, msg="final parameters vs torch engine")
+
+
+def test_import_needs_no_numba():
+    code = ("import sys, fastmlp, fastmlp.engine.fused_cpu as f; f.source([2, 5, 3, 1], 5); "
+            "print('numba' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("sizes,N", CASES, ids=[f"N{n}-" + "x".join(map(str, s)) for s, n in CASES])
+def test_matches_torch_engine_float32(nb, sizes, N):
+    x, y = _data(sizes, N)
+    lr = torch.tensor([0.25, 0.5, 1.0])
+    pop, loss, active = _run(sizes, x, y, [3, 14, 15], 30, lr)
+    ref, r = _torch(sizes, x, y, [3, 14, 15], 30, lr)
+    assert active.tolist() == [1, 1, 1]
+    _check(pop, loss, ref, r)
+
+
+@pytest.mark.parametrize("sizes,N", [([2, 5, 3, 1], 5), ([2, 3, 1], UNROLL_SAMPLES + 3)])
+def test_matches_torch_engine_float64(nb, sizes, N):
+    x, y = _data(sizes, N, dtype=torch.float64)
+    pop, loss, _ = _run(sizes, x, y, [3, 14, 15], 30, 0.5, torch.float64)
+    ref, r = _torch(sizes, x, y, [3, 14, 15], 30, 0.5, torch.float64)
+    _check(pop, loss, ref, r)
+
+
+@pytest.mark.parametrize("G", [1, 37])
+def test_population_not_a_whole_block(nb, G):
+    x, y = five_points()
+    pop, loss, _ = _run([2, 5, 3, 1], x, y, G, 25, 0.5)
+    ref, r = _torch([2, 5, 3, 1], x, y, G, 25, 0.5)
+    _check(pop, loss, ref, r)
+
+
+def test_every_recorded_row_is_written(nb):
+    x, y = five_points()
+    pop, loss, _ = _run([2, 5, 3, 1], x, y, 20, 13, 0.25, record_every=3)  # NaN-poisoned rows 0, 3, .., 12
+    assert loss.shape == (5, 20) and torch.isfinite(loss).all()
+    ref, r = _torch([2, 5, 3, 1], x, y, 20, 13, 0.25)
+    _check(pop, loss, ref, r, every=3)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_divergence_is_isolated_and_frozen(nb):
+    x, y = five_points()
+    sizes, seeds, bad = [2, 5, 3, 1], [1, 2, 3, 4, 5], 2
+    lr = torch.full((5,), 0.5)
+    lr[bad] = float("inf")  # the first step sends its parameters to +-inf or NaN
+    pop, loss, active = _run(sizes, x, y, seeds, 15, lr)
+    assert active.tolist() == [int(g != bad) for g in range(5)]
+    finite = torch.isfinite(loss[:, bad])
+    d = int((~finite).nonzero()[0])  # the epoch whose loss was non-finite: frozen from there
+    assert d >= 1 and not finite[d:].any()
+    stopped, _, _ = _run(sizes, x, y, [seeds[bad]], d, lr[bad:bad + 1])  # its parameters after d epochs
+    for w, w_d in zip(pop.weights + pop.biases, stopped.weights + stopped.biases):  # bits, NaNs included
+        assert torch.equal(w[bad].view(torch.int32), w_d[0].view(torch.int32))
+    keep = [g for g in range(5) if g != bad]
+    clean, loss_clean, _ = _run(sizes, x, y, [seeds[g] for g in keep], 15, lr[keep])
+    assert torch.equal(loss[:, keep], loss_clean)
+    for w, w_clean in zip(pop.weights + pop.biases, clean.weights + clean.biases):
+        assert torch.equal(w[keep], w_clean)
+
+
+def test_bits_do_not_depend_on_population_or_position(nb):
+    x, y = five_points()
+    s, at = 1234, 37
+    seeds = list(range(100))
+    seeds[at] = s
+    lr = torch.linspace(0.1, 2.0, 100)
+    alone, loss_alone, _ = _run([2, 5, 3, 1], x, y, [s], 40, lr[at:at + 1])
+    crowd, loss_crowd, _ = _run([2, 5, 3, 1], x, y, seeds, 40, lr)
+    assert torch.equal(loss_crowd[:, at:at + 1], loss_alone)
+    for a, b in zip(crowd.weights + crowd.biases, alone.weights + alone.biases):
+        assert torch.equal(a[at:at + 1], b)
+
+
+def test_bits_do_not_depend_on_the_thread_count(nb):
+    x, y = _data([2, 3, 1], UNROLL_SAMPLES + 3)
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs.append(_run([2, 3, 1], x, y, 50, 20, 0.5))
+    finally:
+        torch.set_num_threads(before)
+    (p1, l1, _), (p2, l2, _) = runs
+    assert torch.equal(l1, l2)
+    for a, b in zip(p1.weights + p1.biases, p2.weights + p2.biases):
+        assert torch.equal(a, b)
+
+
+def test_launcher_checks_its_arguments(nb):
+    x, y = five_points()
+    pop = Population([2, 5, 3, 1], 4)
+    packed, lr, active = fc.pack(pop.weights, pop.biases), torch.full((4,), 0.5), torch.ones(4, dtype=torch.int8)
+    with pytest.raises(ValueError, match="loss_out"):
+        fc.fused_train(x, y, packed, lr, active, torch.empty(3, 4), [2, 5, 3, 1], 5)
+    with pytest.raises(ValueError, match="GPU-only"):
+        fc.fused_train(x, y, packed, lr, active, torch.empty(5, 4), [2, 5, 3, 1], 5, fast_tanh=True)
+    with pytest.raises(ValueError, match="x must be"):
+        fc.fused_train(x[:, :1], y, packed, lr, active, torch.empty(5, 4), [2, 5, 3, 1], 5)
+    fc.fused_train(x, y, packed, lr, active, torch.empty(0, 4), [2, 5, 3, 1], 0)  # no epochs: nothing to do
