@@ -153,6 +153,29 @@ def test_bits_do_not_depend_on_the_thread_count(nb):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype,bound", [("float32", 5e-7), ("float64", 1e-15)])
+def test_activations(nb, dtype, bound):
+    # The exp2 forms of kernels/activations.py with the module's own exp2: absolute error
+    # about one ulp of 1, exact ends, NaN in NaN out.
+    import numpy as np
+
+    mod = fc.module((2, 5, 3, 1), 5, dtype)
+
+    @nb.njit(error_model="numpy")
+    def apply(x, t, s):
+        for i in range(x.shape[0]):
+            t[i], s[i] = mod._tanh(x[i]), mod._sigmoid(x[i])
+
+    x = np.concatenate([np.linspace(-30, 30, 200_001), [np.inf, -np.inf, np.nan]]).astype(dtype)
+    t, s = np.empty_like(x), np.empty_like(x)
+    apply(x, t, s)
+    x64 = torch.from_numpy(x[:-3]).double()
+    assert (torch.from_numpy(t[:-3]).double() - torch.tanh(x64)).abs().max() < bound
+    assert (torch.from_numpy(s[:-3]).double() - torch.sigmoid(x64)).abs().max() < bound
+    assert t[-3:-1].tolist() == [1.0, -1.0] and s[-3:-1].tolist() == [1.0, 0.0]
+    assert np.isnan(t[-1]) and np.isnan(s[-1])
+
+
 def test_launcher_checks_its_arguments(nb):
     x, y = five_points()
     pop = Population([2, 5, 3, 1], 4)

@@ -11,8 +11,13 @@ thread per network; this module renders the *same* program (the math lives in
 * the program is cut into *regions*, the straight-line runs between its loops; each region
   becomes one ``for k in range(BLOCK)`` loop of scalar code, which LLVM vectorises across
   the lanes.  A lane value that lives beyond its region (parameters, lr, the gradient
-  accumulators and the loss across the sample loop) has a row of a per-block ``[rows,
-  BLOCK]`` buffer ``S`` (flags: ``A``); the others are scalars of the region;
+  accumulators and the loss across the sample loop, the ``active`` flag as 1.0 / 0.0) has
+  a row of one per-block ``[rows, BLOCK]`` buffer ``S``; the others are scalars of the
+  region.  One buffer, because rows of one array at constant distances need no run-time
+  alias checks: with a second (bool) array LLVM added them and a scalar copy of every lane
+  loop, and the lab network ran at 13.5 M network-epochs/s instead of 28 M;
+* divisions use ``error_model="numpy"``: Python's ZeroDivisionError check is a branch
+  that keeps a lane loop scalar;
 * shared data values are scalars loaded outside the lane loops (once per launch when the
   samples are unrolled, once per sample in the sample loop);
 * blocks are a ``numba.prange``, on ``torch.get_num_threads()`` threads.
@@ -20,10 +25,12 @@ thread per network; this module renders the *same* program (the math lives in
 Activations: the exp2 forms of kernels/activations.py (``tanh = 1 - 2 / (1 + 2^(2x log2 e))``,
 ``sigmoid = 1 / (1 + 2^(-x log2 e))``), with exp2 written out (range reduction, a Taylor
 polynomial, the exponent built from the integer part): numba has no vector exp without
-Intel's SVML, and a scalar libm call per lane blocks vectorisation (measured on the 2-core
-AVX-512 dev box: 195 M exp2/s scalar; ``math.tanh`` 52 M/s).  Its error is ~1 ulp (float32
-degree 7: truncation 6e-9; float64 degree 13: 4e-18), exp2(+inf) = inf, exp2(-inf) = 0, NaN
-in, NaN out.  fastmath is on except ``nnan`` / ``ninf``, which would fold the divergence test
+Intel's SVML, and a scalar libm call per lane blocks vectorisation.  Measured on the 2-core
+AVX-512 dev box, one thread: this tanh 1057 M/s in float32 and 502 M/s in float64,
+``math.tanh`` 66 M/s (scalar), so math.tanh is not taken.  exp2's error is ~1 ulp (Taylor
+truncation: float32 degree 7 6e-9, float64 degree 13 4e-18), exp2(+inf) = inf, exp2(-inf)
+= 0, NaN in, NaN out; tanh's absolute error is 1.8e-7 (float32) and 3.3e-16 (float64) on
+[-30, 30], as the Triton interpreter's.  fastmath is on except ``nnan`` / ``ninf``, which would fold the divergence test
 ``(loss - loss) == 0`` and the NaN pass-through to constants.
 
 Contract of :func:`fused_train`: that of ``kernels.fused_train.fused_train`` (packed
@@ -41,14 +48,18 @@ import math
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from .. import program as P
 from ..architecture import Architecture
 
-__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "cache_dir", "pow2", "fused_train"]
+__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "pow2", "fused_train"]
 
+# 16 lanes: one AVX-512 vector of float32 (LLVM splits it in two 256-bit halves on this
+# CPU).  Lab network on five points, float32, 2 threads: 28 M network-epochs/s at G = 1024
+# and 8192 (bench: see the module's tests and the report of issue #11).
 BLOCK = 16
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})  # not nnan / ninf: see above
 _SCALARS = ("inv_count", "grad_scale")
@@ -147,9 +158,13 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     for kind, stmts in pieces:
         if kind == "lanes":
             keep |= _exposed(stmts, lane)[0]
-    keep.discard("active")
+    keep.add("active")
     row = {v: r for r, v in enumerate(list(prog.params) + sorted(keep - set(prog.params)) + ["_loss"])}
-    at = lambda v: "A[k]" if v == "active" else f"S[{row[v] * BLOCK} + k]"  # noqa: E731
+    at = lambda v: f"S[{row[v] * BLOCK} + k]"  # noqa: E731
+    # One buffer for every lane value, flags as 1.0 / 0.0: rows of one array at constant
+    # distances need no run-time alias checks (two arrays did: a scalar copy of every loop).
+    get = lambda v: f"{at(v)} != F(0.0)" if v == "active" else at(v)  # noqa: E731
+    put = lambda v: f"F(1.0) if {v} else F(0.0)" if v == "active" else v  # noqa: E731
 
     out = []
 
@@ -160,7 +175,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
         read, written = _exposed(stmts, lane)
         w(depth, "for k in range(BLOCK):")
         for v in sorted(read, key=lambda v: (v not in row, row.get(v, 0), v)):
-            w(depth + 1, f"{v} = {at(v)}")
+            w(depth + 1, f"{v} = {get(v)}")
         recorded = []
         for s in stmts:
             if isinstance(s, P.Comment):
@@ -170,8 +185,8 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
             elif isinstance(s, P.RecordLoss):
                 w(depth + 1, f"{at('_loss')} = {s.name}")
                 recorded.append(s)
-        for v in sorted(written & (keep | {"active"}), key=lambda v: (v not in row, row.get(v, 0), v)):
-            w(depth + 1, f"{at(v)} = {v}")
+        for v in sorted(written & keep, key=lambda v: (v not in row, row.get(v, 0), v)):
+            w(depth + 1, f"{at(v)} = {put(v)}")
         for _ in recorded:
             w(depth, "if e % RECORD_EVERY == 0:")
             w(depth + 1, "for k in range(nk):")
@@ -245,12 +260,11 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(2, "g0 = blk * BLOCK")
     w(2, "nk = min(BLOCK, G - g0)")
     w(2, f"S = np.zeros({len(row) * BLOCK}, F)  # lane values that outlive a region, row r at r * BLOCK")
-    w(2, "A = np.zeros(BLOCK, np.bool_)  # active; padded lanes stay frozen")
     w(2, "for k in range(nk):")
     for r, v in enumerate(prog.params):
         w(3, f"S[{r * BLOCK} + k] = p[{r}, g0 + k]")
     w(3, f"{at('lr')} = lr_in[g0 + k]")
-    w(3, "A[k] = active_in[g0 + k] != 0")
+    w(3, f"{at('active')} = F(1.0) if active_in[g0 + k] != 0 else F(0.0)  # padded lanes: 0, frozen")
     pre = [s for s in prog.body if isinstance(s, P.LoadData)]
     data(2, pre)
     w(2, "rec = 0")
@@ -259,7 +273,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(2, "for k in range(nk):")
     for r, v in enumerate(prog.params):
         w(3, f"p[{r}, g0 + k] = S[{r * BLOCK} + k]")
-    w(3, "active_in[g0 + k] = A[k]")
+    w(3, f"active_in[g0 + k] = 1 if {at('active')} != F(0.0) else 0")
     return "\n".join(out) + "\n"
 
 
@@ -295,9 +309,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FASTMLP_CACHE_DIR") or Path.home() / ".cache" / "fastmlp") / "numba"
 
 
-@functools.lru_cache(maxsize=64)
 def compiled(sizes: tuple, N: int, dtype: str):
-    """The njit function for ``sizes`` on ``N`` samples (one for every N beyond UNROLL_SAMPLES).
+    """The njit training function for ``sizes`` on ``N`` samples (one for every N beyond
+    UNROLL_SAMPLES); :func:`module` holds it and its helpers (``_exp2``, ``_tanh``, ``_sigmoid``)."""
+    return module(tuple(sizes), int(N), dtype).fused_cpu_train
+
+
+@functools.lru_cache(maxsize=64)
+def module(sizes: tuple, N: int, dtype: str):
+    """The generated module for ``sizes`` on ``N`` samples, imported.
 
     The source goes to a file named by its digest (so an edit of the generator never meets a
     stale module) and is imported from there, which lets numba cache the machine code on disk
@@ -312,17 +332,17 @@ def compiled(sizes: tuple, N: int, dtype: str):
             tmp.write_text(src)
             os.replace(tmp, path)
         spec = importlib.util.spec_from_file_location(f"fastmlp_fused_cpu_{tag}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # numba's cache finds the module's globals by its name
-        spec.loader.exec_module(module)
-        return module.fused_cpu_train
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # numba's cache finds the module's globals by its name
+        spec.loader.exec_module(mod)
+        return mod
     except OSError:
         src = source(sizes, N, dtype, cache=False)
         filename = f"<fastmlp.engine.fused_cpu {tag}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
         namespace = {"__name__": f"fastmlp_fused_cpu_{tag}"}
         exec(compile(src, filename, "exec"), namespace)
-        return namespace["fused_cpu_train"]
+        return SimpleNamespace(**namespace)
 
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
