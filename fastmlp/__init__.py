@@ -5,11 +5,11 @@ data (:mod:`fastmlp.datasets`) -> :class:`Population` (of one :class:`Architectu
 -> :func:`train` -> :class:`TrainResult` -> plots (:mod:`fastmlp.plot`);
 :func:`sweep` runs the lab's closing experiments over a grid of configurations.
 """
+from ._version import __version__
 from .architecture import Architecture
 from .initializers import INIT_SCHEMES
 from .population import Population
 from .train import TrainResult, train
 from .sweep import sweep
 
-__version__ = "0.1.0"
 __all__ = ["Architecture", "Population", "train", "TrainResult", "sweep", "INIT_SCHEMES", "__version__"]

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import torch
+
 from .validate import ArgumentError, check_sizes
 
 __all__ = ["Architecture", "width_class", "next_pow2", "ACTIVATIONS", "SMALL_CONTRACTION", "KERNEL_MAX_WIDTH",
@@ -136,15 +138,31 @@ class Architecture:
             row = b_row + b
         return tuple(out)
 
+    def pack(self, weights, biases) -> torch.Tensor:
+        """The packed network-minor ``[n_params, G]`` buffer of a population's parameters
+        (rows at :attr:`offsets`), as the one-launch programs read it."""
+        G = weights[0].shape[0]
+        packed = torch.empty(self.n_params, G, dtype=weights[0].dtype, device=weights[0].device)
+        self.unpack_into(packed, weights, biases, reverse=True)
+        return packed
+
+    def unpack_into(self, packed: torch.Tensor, weights, biases, reverse: bool = False) -> None:
+        """Copy ``packed [n_params, G]`` into the population's tensors (any strides);
+        ``reverse`` copies the other way."""
+        G = packed.shape[1]
+        for (a, b), (w_row, b_row), w, bias in zip(self.layers, self.offsets, weights, biases):
+            w_rows = packed[w_row:b_row].view(a, b, G).permute(2, 0, 1)
+            b_rows = packed[b_row:b_row + b].t()
+            if reverse:
+                w_rows.copy_(w)
+                b_rows.copy_(bias)
+            else:
+                w.copy_(w_rows)
+                bias.copy_(b_rows)
+
     def padded(self) -> "Architecture":
         """Every width rounded up to a power of two (the tile kernel's tiles)."""
         return Architecture(tuple(next_pow2(s) for s in self.sizes))
-
-    @property
-    def width_classes(self) -> tuple[int, ...]:
-        """:func:`width_class` of every hidden width: architectures of one depth with the same
-        classes may share one zero-padded population."""
-        return tuple(width_class(h) for h in self.hidden)
 
     def describe(self) -> str:
         hidden = "".join(f" -> {h} {self.hidden_act}" for h in self.hidden)

@@ -3,24 +3,25 @@
 
 Every error ends as ``fastmlp <command>: error: --flag: message`` with exit status 2 (130
 after Ctrl-C), never a traceback: the library's errors carry the argument they are about
-(``err.arg``, :mod:`fastmlp.validate`) and :data:`FLAGS` maps it to its flag.
+(``err.arg``, :mod:`fastmlp.validate`) and ``validate.FLAGS`` maps it to its flag.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import torch
+import torch.distributed as dist
 
-from . import engine
-from .validate import ArgumentError, NotEnoughMemory, check_device
-
-# Argument of the library (train, Population, sweep, datasets) -> the flag that sets it.
-FLAGS = {"sizes": "--hidden", "hidden": "--hidden", "seeds": "--seeds", "init": "--init", "gain": "--gain",
-         "dtype": "--dtype", "device": "--device", "backend": "--backend", "epochs": "--epochs", "lr": "--lr",
-         "x": "--dataset", "y": "--dataset", "datasets": "--dataset", "dataset": "--dataset", "name": "--dataset",
-         "path": "--dataset", "eps": "--eps",
-         "out": "--out", "formats": "--formats"}
+from . import datasets, distributed, engine
+from .population import Population
+from .results import format_summary, save_run
+from .sweep import DEFAULTS as SWEEP_DEFAULTS
+from .sweep import OPTION_DEFAULTS as SWEEP_OPTION_DEFAULTS
+from .sweep import sweep
+from .train import train
+from .validate import ArgumentError, NotEnoughMemory, check_device, check_hidden, check_real, flag_of
 
 LAB_DEFAULTS = dict(dataset="five_points", hidden="5,3", epochs=2500, lr=0.25, seeds="1024",
                     init="glorot_uniform", gain=1.0, backend="auto", dtype="float32")
@@ -28,16 +29,10 @@ LAB_DEFAULTS = dict(dataset="five_points", hidden="5,3", epochs=2500, lr=0.25, s
 
 def parse_hidden(text: str) -> list[int]:
     """``"5,3"`` -> [5, 3]; ``""`` or ``"none"`` -> [] (a single sigmoid layer)."""
-    text = text.strip().lower()
-    if text in ("", "none", "-"):
-        return []
     try:
-        widths = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints such as 5,3, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"hidden widths must be >= 1, got {text!r}")
-    return widths
+        return list(check_hidden(text))
+    except ArgumentError as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def parse_seeds(text: str) -> list[int] | int:
@@ -69,34 +64,26 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _finite(text: str, *, positive: bool, what: str) -> float:
-    """A finite number >= 0 (or > 0 when ``positive``), for argparse."""
+def _number(text: str, arg: str, **limits) -> float:
+    """An argparse type: a finite number, checked by :func:`fastmlp.validate.check_real`."""
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v != v or v == float("inf") or v < 0 or (positive and v == 0):
-        raise argparse.ArgumentTypeError(f"{what} must be a finite number {'>' if positive else '>='} 0, "
-                                         f"got {text!r}")
-    return v
+        return check_real(arg, float(text), **limits)
+    except ValueError as e:  # float() of a non-number, or the check's ArgumentError
+        raise argparse.ArgumentTypeError(e.message if isinstance(e, ArgumentError)
+                                         else f"expected a number, got {text!r}") from None
 
 
 def _gain(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if v != v or abs(v) == float("inf"):
-        raise argparse.ArgumentTypeError(f"the gain must be a finite number, got {text!r}")
-    return v
+    return _number(text, "gain")
 
 
 def _lr(text: str) -> float:
-    return _finite(text, positive=False, what="the learning rate")
+    return _number(text, "lr", minimum=0)
 
 
 def _eps(text: str) -> float:
-    return _finite(text, positive=True, what="the convergence threshold")
+    return _number(text, "eps", positive=True)
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- fastmlp sweep ------------------------------------------------------------------------
-# The sweep's defaults are the library's (fastmlp.sweep.DEFAULTS, OPTION_DEFAULTS): a flag left
+# The sweep's defaults are the library's (SWEEP_DEFAULTS, SWEEP_OPTION_DEFAULTS): a flag left
 # out passes nothing, and sweep() applies its own default.
 SWEEP_OUT = "runs/sweep"
 
@@ -169,9 +156,7 @@ def _epochs(text: str) -> int:
 
 
 def _add_sweep_parser(sub) -> argparse.ArgumentParser:
-    from .sweep import DEFAULTS as d
-    from .sweep import OPTION_DEFAULTS as o
-
+    d, o = SWEEP_DEFAULTS, SWEEP_OPTION_DEFAULTS
     s = sub.add_parser(
         "sweep", help="train a grid of configurations on the same seeds; statistics, plots, resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -218,16 +203,15 @@ def _flatten(groups) -> list | None:
 
 
 def cmd_sweep(args, argv) -> int:
-    import shlex
-
-    from .sweep import sweep
-
     grid = {"hidden": None if args.hidden is None else [h for group in args.hidden for h in group],
             "lr": _flatten(args.lr), "init": _flatten(args.init), "datasets": _flatten(args.dataset)}
-    sweep(args.out, **{k: v for k, v in grid.items() if v is not None}, seeds=args.seeds, epochs=args.epochs, eps=args.eps, gain=args.gain, dtype=args.dtype,
-          device=_default_device(args), backend=args.backend, progress=False if args.no_progress else None,
-          plots=not args.no_plots, formats=args.formats, save_losses=args.save_losses,
-          command="fastmlp " + shlex.join(argv))
+    try:
+        sweep(args.out, **{k: v for k, v in grid.items() if v is not None}, seeds=args.seeds, epochs=args.epochs,
+              eps=args.eps, gain=args.gain, dtype=args.dtype, device=_default_device(args), backend=args.backend,
+              progress=False if args.no_progress else None, plots=not args.no_plots, formats=args.formats,
+              save_losses=args.save_losses, command="fastmlp " + shlex.join(argv))
+    except OSError as e:  # the data sets are read by then: this is the sweep folder
+        raise ArgumentError("out", f"cannot write the sweep folder {args.out!r}: {e.strerror or e}") from None
     return 0
 
 
@@ -241,11 +225,6 @@ def _default_device(args) -> str:
 
 
 def cmd_train(args) -> int:
-    from . import datasets, distributed
-    from .population import Population
-    from .results import format_summary, save_run
-    from .train import train
-
     device = check_device(_default_device(args))
     say = print if distributed.is_main() else (lambda *a, **k: None)
     x, y = datasets.get(args.dataset)
@@ -262,44 +241,39 @@ def cmd_train(args) -> int:
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
               "backend_requested": args.backend}
     if distributed.is_main():  # every rank holds the gathered result; rank 0 writes it
-        summary = save_run(result, x, y, args.out, config, eps=args.eps)
+        try:
+            summary = save_run(result, x, y, args.out, config, eps=args.eps)
+        except OSError as e:
+            raise ArgumentError("out", f"cannot write the run folder {args.out!r}: {e.strerror or e}") from None
         say(format_summary(summary))
         say(f"wrote {args.out}/: " + ", ".join(summary["files"]))
     distributed.barrier()
     return 0
 
 
-def _flag(arg: str | None) -> str:
-    return FLAGS.get(arg, f"--{arg.replace('_', '-')}") if arg else "error"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     command = parser.commands[args.command]
-    from . import distributed
-
-    args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
+    if extra:
+        command.error(f"{extra[0]}: unrecognized argument")
+    args.rank_device = None
     try:
+        args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
         if args.command == "train":
             return cmd_train(args)
         return cmd_sweep(args, argv)
     except (ArgumentError, NotEnoughMemory) as e:
-        command.error(f"{_flag(e.arg)}: {e.message}")
+        command.error(f"{flag_of(e.arg)}: {e.message}")
     except (MemoryError, torch.cuda.OutOfMemoryError) as e:  # the allocator (a CUDA OOM is no MemoryError)
         command.error(f"--seeds: out of memory ({e}); train fewer seeds or epochs")
-    except OSError as e:  # the run or sweep folder cannot be written
-        command.error(f"--out: cannot write {args.out!r}: {e.strerror or e}")
     except KeyboardInterrupt:
         print(f"\n{command.prog}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if args.rank_device is not None:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        if args.rank_device is not None and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

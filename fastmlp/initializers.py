@@ -136,18 +136,18 @@ def parse_init(spec: "str | InitScheme") -> InitScheme:
         raise ArgumentTypeError("init", f"init must be a string such as 'glorot_uniform', got {type(spec).__name__}")
     name, _, arg = spec.strip().lower().partition(":")
     if name not in _DISTRIBUTION:
-        raise ArgumentError("init", f"init: unknown scheme {spec!r}; expected one of {', '.join(INIT_SCHEMES)} "
+        raise ArgumentError("init", f"unknown init scheme {spec!r}; expected one of {', '.join(INIT_SCHEMES)} "
                          "(normal and uniform take an optional ':value', e.g. 'normal:0.1')")
     param = None
     if name in _DEFAULT_PARAM:
         try:
             param = float(arg) if arg else _DEFAULT_PARAM[name]
         except ValueError:
-            raise ArgumentError("init", f"init: {spec!r} has a non-numeric value after ':'") from None
+            raise ArgumentError("init", f"init {spec!r} has a non-numeric value after ':'") from None
         if not math.isfinite(param) or param < 0:
-            raise ArgumentError("init", f"init: {spec!r} needs a finite value >= 0 after ':'")
+            raise ArgumentError("init", f"init {spec!r} needs a finite value >= 0 after ':'")
     elif arg:
-        raise ArgumentError("init", f"init: {name!r} takes no ':value' (only normal and uniform do), got {spec!r}")
+        raise ArgumentError("init", f"init {name!r} takes no ':value' (only normal and uniform do), got {spec!r}")
     return InitScheme(name, _DISTRIBUTION[name], param)
 
 

@@ -47,6 +47,7 @@ def budget(device: torch.device, max_bytes: int | None = None) -> tuple[int, str
 
 
 def fmt_bytes(n: float) -> str:
+    """``n`` bytes for a person: 512 B, 1.5 KiB, 2.3 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -18,7 +18,8 @@ from .architecture import Architecture
 from .engine import torch as ops
 from .initializers import InitScheme, init_weights, parse_init, seed_keys
 from .layout import as_network_minor, is_network_minor, network_minor
-from .validate import ArgumentError, check_dtype, check_device, check_gain, check_index, check_seeds, check_sizes, check_x
+from .reference import NeuralNetwork
+from .validate import ArgumentError, check_dtype, check_device, check_gain, check_index, check_network_index, check_seeds, check_sizes, check_x
 
 __all__ = ["Population", "network_minor", "is_network_minor", "as_network_minor", "check_sizes"]
 
@@ -87,10 +88,7 @@ class Population:
 
     def network(self, i: int):
         """Network ``i`` as a ``reference.NeuralNetwork`` holding a copy of its parameters."""
-        from .reference import NeuralNetwork
-
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"network index {i} out of range for a population of {len(self)}")
+        i = check_network_index(i, len(self))
         return NeuralNetwork.from_parameters([w[i] for w in self.weights], [b[i] for b in self.biases])
 
     # -- views and copies -----------------------------------------------------------------

@@ -1,17 +1,19 @@
 """Results: statistics of a training run and its run folder (summary.json, losses.pt, plots)."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
 import platform
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from . import plot
+from ._version import __version__
 from .train import TrainResult
 
 __all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write",
@@ -30,14 +32,10 @@ def environment(device: torch.device | str | None = None) -> dict:
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
     }
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
+    try:  # the installed version, without importing triton
+        env["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
         env["triton"] = None
-    from . import __version__
-
     env["fastmlp"] = __version__
     if device is not None and torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
@@ -119,8 +117,6 @@ def atomic_write(path: Path, write) -> None:
 def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
              n_boundaries: int = 8, eps: float = 0.01) -> dict:
     """Write a run folder: summary.json, losses.pt, loss_curves.png, boundaries.png (2-D inputs)."""
-    from . import plot
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"config": config, **summarize(result, eps), "world_size": result.extra.get("world_size", 1),

@@ -19,7 +19,7 @@ from . import distributed
 from .engine import Problem, select_backend
 from .memory import plan_chunks
 from .population import Population
-from .validate import ArgumentTypeError, check_epochs, check_lr, check_x, check_y
+from .validate import ArgumentTypeError, check_epochs, check_int, check_lr, check_x, check_y
 
 __all__ = ["train", "TrainResult"]
 
@@ -100,6 +100,8 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     y = check_y(y, arch.n_out, N, G, dtype, device)
     epochs = check_epochs(epochs)
     lr = check_lr(lr, G, dtype, device)
+    if max_bytes is not None:
+        max_bytes = check_int("max_bytes", max_bytes, 1)
     shared = x.dim() == 2 and y.dim() == 2
     chosen = select_backend(backend, device, Problem(arch, N, shared, dtype))
     shard = distributed.current()

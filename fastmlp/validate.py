@@ -19,9 +19,21 @@ import torch
 
 from .layout import as_network_minor
 
-__all__ = ["ArgumentError", "ArgumentTypeError", "NotEnoughMemory", "check_int", "check_real", "check_choice",
-           "check_sizes", "check_seeds", "check_gain", "check_dtype", "check_device", "check_x", "check_y",
-           "check_lr", "check_epochs", "check_index"]
+__all__ = ["FLAGS", "ArgumentError", "ArgumentTypeError", "NotEnoughMemory", "check_int", "check_real", "check_choice",
+           "check_sizes", "check_hidden", "check_seeds", "check_gain", "check_dtype", "check_device", "check_x", "check_y",
+           "check_lr", "check_epochs", "check_network_index", "check_index"]
+
+
+# The command-line flag of each argument name that errors carry (fastmlp.cli maps them).
+FLAGS = {"sizes": "--hidden", "hidden": "--hidden", "seeds": "--seeds", "init": "--init", "gain": "--gain",
+         "dtype": "--dtype", "device": "--device", "backend": "--backend", "epochs": "--epochs", "lr": "--lr",
+         "x": "--dataset", "y": "--dataset", "datasets": "--dataset", "dataset": "--dataset", "name": "--dataset",
+         "path": "--dataset", "eps": "--eps", "out": "--out", "formats": "--formats"}
+
+
+def flag_of(arg: str | None) -> str:
+    """The command-line flag for argument ``arg`` (``--arg`` when it has no entry in FLAGS)."""
+    return FLAGS.get(arg, f"--{arg.replace('_', '-')}") if arg else "error"
 
 
 class ArgumentError(ValueError):
@@ -93,6 +105,30 @@ def check_sizes(sizes) -> list[int]:
     return [int(s) for s in sizes]
 
 
+def check_hidden(hidden) -> tuple[int, ...]:
+    """Hidden widths: ``"5,3"``, ``[5, 3]`` or one int; ``""``, ``"none"`` or ``[]`` for none."""
+    h = hidden
+    if isinstance(h, str):
+        text = h.strip().lower()
+        if text in ("", "none", "-"):
+            return ()
+        try:
+            h = [int(p) for p in text.split(",")]
+        except ValueError:
+            raise ArgumentError("hidden", f"expected comma-separated positive ints such as 5,3, got {text!r}") from None
+    if _is_int(h):
+        h = [h]
+    try:
+        widths = tuple(h)
+    except TypeError:
+        raise ArgumentTypeError("hidden", f"each architecture is a list of hidden widths such as [5, 3], "
+                                          f"got {hidden!r}") from None
+    for w in widths:
+        if not _is_int(w) or w < 1:
+            raise ArgumentError("hidden", f"hidden widths must be ints >= 1, got {list(widths)}")
+    return tuple(int(w) for w in widths)
+
+
 def check_seeds(seeds) -> torch.Tensor:
     """A count G (seeds 0..G-1) or distinct ints in [0, 2**63) -> int64 [G] on the CPU."""
     if isinstance(seeds, bool):
@@ -126,9 +162,7 @@ def check_seeds(seeds) -> torch.Tensor:
 
 
 def check_gain(gain) -> float:
-    if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain):
-        raise ArgumentError("gain", f"gain must be a finite number, got {gain!r}")
-    return float(gain)
+    return check_real("gain", gain)
 
 
 def check_dtype(dtype) -> torch.dtype:
@@ -151,17 +185,32 @@ def check_device(device) -> torch.device:
     return device
 
 
+def check_network_index(i, G: int) -> int:
+    """One network of G: an int in [-G, G) -> its position in [0, G); IndexError outside."""
+    if not _is_int(i):
+        raise ArgumentTypeError("index", f"a network index is an int, got {type(i).__name__}")
+    if not -G <= i < G:
+        raise IndexError(f"network index {i} is out of range for a population of {G}")
+    return int(i) % G
+
+
 def check_index(index, G: int, device) -> slice | torch.Tensor:
     """A population index -> a slice (a view) or int64 indices (a copy); see ``Population.__getitem__``."""
     if _is_int(index):
-        if not -G <= index < G:
-            raise IndexError(f"network index {index} is out of range for a population of {G}")
-        index = int(index) % G
+        index = check_network_index(index, G)
         return slice(index, index + 1)
     if isinstance(index, slice):
+        if index.step is not None and (not _is_int(index.step) or index.step < 1):
+            raise ArgumentError("index", f"a population slice takes a step >= 1 (a view), got {index.step!r}; "
+                                         "reverse with a list of indices instead")
         if len(range(*index.indices(G))) == 0:
             raise ArgumentError("index", f"{index} selects no network of a population of {G}")
         return index
+    if not isinstance(index, torch.Tensor) and hasattr(index, "__array__"):  # numpy arrays and the like
+        try:
+            index = torch.as_tensor(index)
+        except (TypeError, RuntimeError) as e:
+            raise ArgumentTypeError("index", f"cannot read the index {type(index).__name__} as a tensor: {e}") from None
     if isinstance(index, torch.Tensor):
         t = index
     elif isinstance(index, Iterable) and not isinstance(index, (str, bytes)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..architecture import KERNEL_MAX_WIDTH, next_pow2
-from ..engine.base import triton_interpreter
+from ..optional import triton_interpreter
 from ..layout import network_minor
 
 # Widest layer the kernels take (n_in and n_out of every layer).  Reason: the contractions

@@ -348,25 +348,19 @@ def config(sizes, N: int, record_every: int = 1, G: int | None = None, fast_tanh
     return meta
 
 
+def _arch_of(weights) -> Architecture:
+    return Architecture([weights[0].shape[1]] + [w.shape[2] for w in weights])
+
+
 def pack(weights, biases) -> torch.Tensor:
-    """Network-minor packed parameters [P, G]: rows W1 (row-major [n_in, n_out]), b1, W2, ..."""
-    G = weights[0].shape[0]
-    rows = []
-    for w, b in zip(weights, biases):
-        rows.append(w.permute(1, 2, 0).reshape(-1, G))
-        rows.append(b.t())
-    return torch.cat(rows).contiguous()
+    """Network-minor packed parameters [P, G]: rows W1 (row-major [n_in, n_out]), b1, W2, ...
+    (``Architecture.pack``, the layout's one definition)."""
+    return _arch_of(weights).pack(weights, biases)
 
 
 def unpack_into(packed: torch.Tensor, weights, biases) -> None:
     """Copy packed parameters back into the population's tensors (any strides)."""
-    G, r = packed.shape[1], 0
-    for w, b in zip(weights, biases):
-        n_in, n_out = w.shape[1], w.shape[2]
-        w.copy_(packed[r:r + n_in * n_out].reshape(n_in, n_out, G).permute(2, 0, 1))
-        r += n_in * n_out
-        b.copy_(packed[r:r + n_out].t())
-        r += n_out
+    _arch_of(weights).unpack_into(packed, weights, biases)
 
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,

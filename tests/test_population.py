@@ -208,6 +208,7 @@ def test_index_lists_and_tensors_copy_in_order():
     ([0, True], TypeError, "only ints or only bools"),
     ("0", TypeError, "indexed by"),
     (1.0, TypeError, "indexed by"),
+    (slice(None, None, -1), ValueError, "step >= 1"),
 ])
 def test_bad_indices(index, exc, needle):
     with pytest.raises(exc, match=needle):
@@ -219,3 +220,11 @@ def test_empty_selection_never_reaches_train(lab_data):
     x, y = lab_data
     with pytest.raises(IndexError):
         train(x, y, Population([2, 5, 3, 1], 4)[10], 5, 0.1)
+
+
+def test_numpy_masks_and_indices():
+    np = pytest.importorskip("numpy")
+    pop = Population([2, 5, 3, 1], 5)
+    assert pop[np.array([True, False, True, False, True])].seeds.tolist() == [0, 2, 4]
+    assert pop[np.array([4, 1])].seeds.tolist() == [4, 1]
+    assert pop[np.int64(3)].seeds.tolist() == [3]

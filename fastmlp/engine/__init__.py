@@ -23,10 +23,12 @@ import torch as _torch  # aliased: the submodule fastmlp.engine.torch would shad
 
 from ..validate import ArgumentError, ArgumentTypeError
 from . import fused, torch, triton
-from .base import Backend, LayerBackend, LayerRun, Problem, Run, finite_loss, triton_available, triton_interpreter
+from .base import (Backend, LayerBackend, LayerRun, Problem, Run, finite_loss, finite_parameters, triton_available,
+                   triton_interpreter)
 
 __all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "register", "unregister", "names",
-           "get_backend", "select_backend", "finite_loss", "triton_available", "triton_interpreter"]
+           "get_backend", "select_backend", "finite_loss", "finite_parameters", "triton_available",
+           "triton_interpreter"]
 
 _REGISTRY: dict[str, Backend] = {}
 
@@ -52,6 +54,9 @@ def register(backend: Backend, *, before: str | None = None) -> Backend:
 
 
 def unregister(name: str) -> None:
+    """Remove a registered backend ("torch", every other backend's fallback, stays)."""
+    if name == "torch":
+        raise ArgumentError("backend", "the torch backend is every other backend's fallback and cannot be removed")
     _REGISTRY.pop(name, None)
 
 
@@ -78,7 +83,8 @@ def _auto(device: _torch.device, problem: Problem | None, skip: str | None = Non
 def select_backend(backend: str, device, problem: Problem | None = None) -> Backend:
     """The backend that trains ``problem`` on ``device``: ``backend`` itself, or for "auto"
     the first of the registry that can.  Without ``problem`` only the device is checked
-    (a sweep's early check); raises ArgumentError(arg="backend") when it cannot run."""
+    (and "auto" answers with the first backend that runs on the device at all); raises
+    ArgumentError(arg="backend") when it cannot run."""
     device = _torch.device(device)
     if backend == "auto":
         return _auto(device, problem)

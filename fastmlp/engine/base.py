@@ -26,8 +26,6 @@ with a :class:`Backend` subclass and one :func:`fastmlp.engine.register` call
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -35,19 +33,10 @@ import torch
 
 from ..architecture import Architecture
 from ..layout import as_network_minor, network_minor
+from ..optional import triton_available, triton_interpreter
 
-__all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "finite_loss", "triton_available",
-           "triton_interpreter"]
-
-
-def triton_available() -> bool:
-    """True when the triton package can be imported (without importing it)."""
-    return importlib.util.find_spec("triton") is not None
-
-
-def triton_interpreter() -> bool:
-    """True when ``TRITON_INTERPRET=1``: Triton kernels then run on the CPU, slowly."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+__all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "finite_loss", "finite_parameters",
+           "triton_available", "triton_interpreter"]
 
 
 def finite_loss(loss: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -57,6 +46,13 @@ def finite_loss(loss: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) ->
     their registers)."""
     torch.sub(loss, loss, out=scratch)
     return torch.eq(scratch, 0.0, out=out)
+
+
+def finite_parameters(t: torch.Tensor, network_dim: int = 0) -> torch.Tensor:
+    """``[g]`` bool: every parameter of network g in ``t`` is finite.  The networks run along
+    ``network_dim``: 0 for a population tensor ``[g, ...]``, -1 for a packed ``[P, g]`` buffer.
+    The parameter check of every backend."""
+    return torch.isfinite(t).movedim(network_dim, 0).flatten(1).all(dim=1)
 
 
 @dataclass(frozen=True)
@@ -184,7 +180,7 @@ class LayerRun:
 
     def check_parameters(self) -> None:
         for t in self.w + self.b:
-            self.active &= torch.isfinite(t).flatten(1).all(dim=1)
+            self.active &= finite_parameters(t)
 
     def final_loss(self, out: torch.Tensor) -> None:
         self.forward_loss(out)

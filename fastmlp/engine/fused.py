@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Backend, Problem, finite_loss
+from .base import Backend, Problem, finite_loss, finite_parameters
+from .torch import linear_act_fwd, output_delta
 from .triton import triton_unavailable
 
 __all__ = ["FusedRun", "FusedBackend", "BACKEND"]
@@ -42,8 +43,7 @@ class FusedRun:
         self._synced = False
 
     def check_parameters(self) -> None:
-        finite = torch.isfinite(self.packed).all(dim=0)
-        self.active_i8.mul_(finite.to(torch.int8))
+        self.active_i8.mul_(finite_parameters(self.packed, network_dim=-1).to(torch.int8))
 
     def write_back(self) -> None:
         if not self._synced:
@@ -52,8 +52,6 @@ class FusedRun:
 
     def final_loss(self, out: torch.Tensor) -> None:
         """Loss of the current parameters, with the torch engine's ops."""
-        from .torch import linear_act_fwd, output_delta
-
         self.write_back()
         z = self.x
         for w, b, act in zip(self.pop.weights, self.pop.biases, self.pop.arch.acts):

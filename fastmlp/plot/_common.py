@@ -3,12 +3,11 @@ one colour per curve label, outer-only axis labels, integer checks, and ``save``
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import List, Sequence, Tuple, Union
 
-from ..validate import ArgumentError, ArgumentTypeError
+from ..validate import ArgumentError, ArgumentTypeError, check_int
 
 
 def _new_figure(figsize: Tuple[float, float]):
@@ -17,12 +16,7 @@ def _new_figure(figsize: Tuple[float, float]):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(name, f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ArgumentError(name, f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+_check_int = check_int  # (name, value, minimum), fastmlp.validate's
 
 
 def save(fig, path_without_suffix: Union[str, os.PathLike],

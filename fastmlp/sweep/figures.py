@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .. import stats
+from .. import plot, stats
 from ..population import Population, network_minor
 from ..results import pick_boundary_networks
 from .spec import Config, SweepSpec, SweepSpecError, hidden_label, num_label
@@ -54,8 +54,6 @@ def plot_jobs(spec: SweepSpec, records: dict, data: dict) -> list[tuple[str, boo
     """The figures of a sweep as ``(file name without suffix, pure, build)``: ``build()``
     returns the Figure; ``pure`` jobs only draw numbers already computed (no training-engine
     work), so a forked worker may draw them."""
-    from .. import plot
-
     jobs = []
     q = stats.CURVE_QUANTILES
     lo, med, hi = q.index(0.05), q.index(0.5), q.index(0.95)

@@ -105,5 +105,6 @@ def load(out: Path, spec: SweepSpec) -> dict[Config, dict]:
         try:
             records[cfg] = torch.load(p, weights_only=False)
         except Exception as e:  # a file damaged outside the sweep: say which, and what to do
-            raise RuntimeError(f"cannot read {p} ({e}); delete it and rerun the sweep to retrain it") from None
+            raise SweepSpecError("out", f"cannot read {p} ({e}); delete it and rerun the sweep to retrain "
+                                        "that configuration") from None
     return records

@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .. import stats
+from ..memory import fmt_bytes
 from ..population import Population
 from ..train import TrainResult, train
 from .batches import Batch, padded_population
@@ -23,13 +24,6 @@ __all__ = ["estimate", "train_batch", "config_records"]
 # of min(G, 8192) networks x 12 epochs per padded architecture (~0.1 s on the 2-core dev box).
 ESTIMATE_ABOVE = 10**7
 PROBE_NETWORKS = 8192
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def _fmt_s(s: float) -> str:
@@ -64,7 +58,7 @@ def estimate(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, backend
                                             device, backend)
             est_s += rates[key] * G * spec.epochs
     when = f"about {_fmt_s(est_s)} of training on {device} (probed)" if large else "a small sweep"
-    return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {_fmt_bytes(peak)} (the largest population)"
+    return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {fmt_bytes(peak)} (the largest population)"
 
 
 def train_batch(batch: Batch, spec: SweepSpec, x, y, device, backend, progress) -> tuple[Population, TrainResult]:

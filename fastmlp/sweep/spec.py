@@ -20,7 +20,8 @@ import torch
 
 from ..datasets import get as get_dataset
 from ..initializers import parse_init
-from ..validate import ArgumentError, check_device
+from ..validate import (ArgumentError, check_device, check_gain, check_hidden, check_int, check_real, check_seeds,
+                        flag_of)
 
 __all__ = ["DEFAULTS", "OPTION_DEFAULTS", "SweepSpecError", "InitSpec", "Config", "SweepSpec", "device_of",
            "load_data"]
@@ -49,11 +50,6 @@ OPTION_DEFAULTS: Mapping[str, object] = MappingProxyType({
 
 _SPEC_VERSION = 1
 
-# Argument of sweep() -> command-line flag, for error messages.
-_FLAGS = {"hidden": "--hidden", "lr": "--lr", "init": "--init", "datasets": "--dataset", "seeds": "--seeds",
-          "epochs": "--epochs", "eps": "--eps", "gain": "--gain", "dtype": "--dtype", "out": "--out",
-          "device": "--device", "backend": "--backend", "formats": "--formats"}
-
 
 class SweepSpecError(ArgumentError):
     """A bad sweep spec; ``arg`` names the argument of :func:`~fastmlp.sweep.sweep`, ``flag``
@@ -61,7 +57,7 @@ class SweepSpecError(ArgumentError):
 
     def __init__(self, arg: str, message: str):
         super().__init__(arg, message)
-        self.flag = _FLAGS.get(arg, f"--{arg}")
+        self.flag = flag_of(arg)
         self.args = (f"{arg}: {message}",)
 
     def __reduce__(self):
@@ -110,7 +106,7 @@ class InitSpec:
         try:
             scheme = str(parse_init(scheme))
         except (ValueError, TypeError) as e:
-            raise SweepSpecError("init", str(e).removeprefix("init: ")) from None
+            raise SweepSpecError.of(e, "init") from None
         return cls(scheme, float(gain))
 
     @property
@@ -121,25 +117,12 @@ class InitSpec:
         return self.label
 
 
-def _parse_hidden(h) -> tuple[int, ...]:
-    if isinstance(h, str):
-        text = h.strip().lower()
-        if text in ("", "none", "-"):
-            return ()
-        try:
-            h = [int(p) for p in text.split(",")]
-        except ValueError:
-            raise SweepSpecError("hidden", f"expected comma-separated positive ints such as 5,3, got {text!r}") from None
-    if isinstance(h, numbers.Integral) and not isinstance(h, bool):
-        h = [h]
+def _checked(check, *args, **kwargs):
+    """``check(*args)`` of :mod:`fastmlp.validate`, its error as the sweep's."""
     try:
-        widths = tuple(h)
-    except TypeError:
-        raise SweepSpecError("hidden", f"each architecture is a list of hidden widths such as [5, 3], got {h!r}") from None
-    for w in widths:
-        if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1:
-            raise SweepSpecError("hidden", f"hidden widths must be ints >= 1, got {list(widths)}")
-    return tuple(int(w) for w in widths)
+        return check(*args, **kwargs)
+    except ArgumentError as e:
+        raise SweepSpecError.of(e) from None
 
 
 def _grid(arg: str, values) -> list:
@@ -163,18 +146,9 @@ def _no_duplicates(arg: str, values: list, labels: list[str]) -> None:
 
 
 def _seeds_tuple(seeds) -> tuple[int, ...]:
-    if isinstance(seeds, bool):
-        raise SweepSpecError("seeds", f"expected a count or a list of seeds, got {seeds!r}")
-    if isinstance(seeds, numbers.Integral):
-        if seeds < 1:
-            raise SweepSpecError("seeds", f"need at least one seed per configuration, got {seeds}")
-        return tuple(range(int(seeds)))
-    values = _grid("seeds", seeds)
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < 2**63:
-            raise SweepSpecError("seeds", f"seeds must be ints in [0, 2**63), got {s!r}")
-    _no_duplicates("seeds", values, [f"seed {s}" for s in values])
-    return tuple(int(s) for s in values)
+    if not isinstance(seeds, (numbers.Integral, torch.Tensor)):
+        _no_duplicates("seeds", _grid("seeds", seeds), [f"seed {s!r}" for s in _grid("seeds", seeds)])
+    return tuple(_checked(check_seeds, seeds).tolist())
 
 
 @dataclass(frozen=True)
@@ -228,19 +202,14 @@ class SweepSpec:
             # [5, 3]: one 5-3 architecture, or two one-layer ones?  Ask rather than guess.
             raise SweepSpecError("hidden", f"give a list of architectures: [{list(hidden)}] for one, "
                                            f"{[[w] for w in hidden]} for {len(hidden)} one-layer ones")
-        archs = [_parse_hidden(h) for h in _grid("hidden", hidden)]
+        archs = [_checked(check_hidden, h) for h in _grid("hidden", hidden)]
         _no_duplicates("hidden", archs, [f"architecture {hidden_label(a)}" for a in archs])
 
-        if isinstance(gain, bool) or not isinstance(gain, numbers.Real) or not math.isfinite(gain):
-            raise SweepSpecError("gain", f"must be a finite number, got {gain!r}")
-        inits = [InitSpec.parse(i, float(gain)) for i in _grid("init", init)]
+        gain = _checked(check_gain, gain)
+        inits = [InitSpec.parse(i, gain) for i in _grid("init", init)]
         _no_duplicates("init", inits, [f"init {i.label}" for i in inits])
 
-        lrs = []
-        for v in _grid("lr", lr):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-                raise SweepSpecError("lr", f"learning rates must be finite numbers >= 0, got {v!r}")
-            lrs.append(float(v))
+        lrs = [_checked(check_real, "lr", v, minimum=0) for v in _grid("lr", lr)]
         _no_duplicates("lr", lrs, [f"lr {num_label(v)}" for v in lrs])
 
         names = _grid("datasets", datasets)
@@ -249,16 +218,13 @@ class SweepSpec:
                 raise SweepSpecError("datasets", f"data sets are names such as 'five_points' or 'csv:PATH', got {d!r}")
         _no_duplicates("datasets", names, [f"data set {d}" for d in names])
 
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-            raise SweepSpecError("epochs", f"must be an int >= 1, got {epochs!r}")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps <= 0:
-            raise SweepSpecError("eps", f"the convergence threshold must be a finite number > 0, got {eps!r}")
+        epochs = _checked(check_int, "epochs", epochs, 1)
+        eps = _checked(check_real, "eps", eps, positive=True)
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).removeprefix("torch.")
         if dtype not in ("float32", "float64"):
             raise SweepSpecError("dtype", f"must be float32 or float64, got {dtype!r}")
-        return cls(tuple(names), tuple(archs), tuple(inits), tuple(lrs), _seeds_tuple(seeds), int(epochs),
-                   float(eps), dtype)
+        return cls(tuple(names), tuple(archs), tuple(inits), tuple(lrs), _seeds_tuple(seeds), epochs, eps, dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -1,0 +1,2 @@
+"""The package version (a leaf module: results and benchmarks record it)."""
+__version__ = "0.1.0"
