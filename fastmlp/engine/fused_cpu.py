@@ -67,26 +67,19 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})  # not nnan 
 _EXP2 = {"float32": (7, 200.0), "float64": (13, 1100.0)}
 
 
+def _arch(weights) -> Architecture:
+    return Architecture(tuple(w.shape[1] for w in weights) + (weights[-1].shape[2],))
+
+
 def pack(weights, biases) -> torch.Tensor:
-    """Network-minor packed parameters [P, G]: rows W1 (row-major [n_in, n_out]), b1, W2, ...
-    (``kernels.fused_train.pack``'s layout, without importing triton)."""
-    G = weights[0].shape[0]
-    rows = []
-    for w, b in zip(weights, biases):
-        rows.append(w.permute(1, 2, 0).reshape(-1, G))
-        rows.append(b.t())
-    return torch.cat(rows).contiguous()
+    """Network-minor packed parameters [P, G] (``Architecture.pack``: rows W1 row-major
+    [n_in, n_out], b1, W2, ...), the buffer :func:`fused_train` trains in place."""
+    return _arch(weights).pack(weights, biases)
 
 
 def unpack_into(packed: torch.Tensor, weights, biases) -> None:
     """Copy packed parameters back into the population's tensors (any strides)."""
-    G, r = packed.shape[1], 0
-    for w, b in zip(weights, biases):
-        n_in, n_out = w.shape[1], w.shape[2]
-        w.copy_(packed[r:r + n_in * n_out].reshape(n_in, n_out, G).permute(2, 0, 1))
-        r += n_in * n_out
-        b.copy_(packed[r:r + n_out].t())
-        r += n_out
+    _arch(weights).unpack_into(packed, weights, biases)
 
 
 # ---- the numba spelling --------------------------------------------------------------------
