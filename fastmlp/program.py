@@ -6,7 +6,7 @@ sample count into one target-independent program, and each target says how a lan
 a load, a store and a loop are written:
 
 * ``kernels/fused_unrolled.py`` renders it as a Triton kernel, one thread per network;
-* ``fastmlp/engine/fused_cpu.py`` renders it as Python source for ``numba.njit``, one SIMD
+* ``fastmlp/program_numba.py`` renders it as Python source for ``numba.njit``, one SIMD
   lane per network of a block.
 
 The program is a list of statements over named scalar values.  A *lane value* belongs to

@@ -23,7 +23,7 @@ generated, compiled by ``triton.jit`` and cached.  In it
 The program itself (the statements above, samples, accumulators, freeze, SGD step) is
 built once by ``fastmlp/program.py``, independent of the target; this module is its Triton
 emitter, which only says how a lane value, a load, a store and a loop are spelled
-(``fastmlp/engine/fused_cpu.py`` renders the same program for numba).  The rendered
+(``fastmlp/program_numba.py`` renders the same program for numba).  The rendered
 source is byte-identical to the generator's before that split (tests/test_program.py
 checks digests), so the SASS counts of ``bench/roofline.py`` stand.
 

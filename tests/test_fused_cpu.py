@@ -1,4 +1,4 @@
-"""The one-launch program on the CPU (fastmlp/engine/fused_cpu.py, numba) against the torch engine.
+"""The one-launch program on the CPU (fastmlp/program_numba.py, numba) against the torch engine.
 
 The numba target renders the same program as the Triton kernel (fastmlp/program.py), one
 network per SIMD lane of a block of 16.  Compiled code is cached on disk (the first run of
@@ -14,7 +14,7 @@ from fastmlp import Population, train
 from fastmlp.architecture import UNROLL_SAMPLES
 from tests.conftest import assert_rel_close, five_points
 
-fc = pytest.importorskip("fastmlp.engine.fused_cpu")
+fc = pytest.importorskip("fastmlp.program_numba")
 
 CASES = [  # (sizes, N): the lab network, widths 1, 3, 5, depth 0..4, N = 1, 5, and a sample loop
     ([2, 5, 3, 1], 5),
@@ -63,7 +63,7 @@ def _check(pop, loss, ref, r, every=1):
 
 
 def test_import_needs_no_numba():
-    code = ("import sys, fastmlp, fastmlp.engine.fused_cpu as f; f.source([2, 5, 3, 1], 5); "
+    code = ("import sys, fastmlp, fastmlp.program_numba as f; f.source([2, 5, 3, 1], 5); "
             "print('numba' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
