@@ -20,7 +20,11 @@ thread per network; this module renders the *same* program (the math lives in
   that keeps a lane loop scalar;
 * shared data values are scalars loaded outside the lane loops (once per launch when the
   samples are unrolled, once per sample in the sample loop);
-* blocks are a ``numba.prange``, on ``torch.get_num_threads()`` threads.
+* the function is ``nogil`` and takes a range of blocks: :func:`fused_train` cuts the blocks
+  in contiguous shares, one per thread (``threads``, default ``torch.get_num_threads()``), the
+  caller's thread and a small pool; numba's ``parallel=True`` (``prange``) took 9-13 s of a
+  cold compile in its parfor passes and lowering, for no speed.  Every scalar is assigned
+  once (numba's SSA and type inference on the renamed source: 2.3 s instead of 3.5 s).
 
 Activations: the exp2 forms of kernels/activations.py (``tanh = 1 - 2 / (1 + 2^(2x log2 e))``,
 ``sigmoid = 1 / (1 + 2^(-x log2 e))``), with exp2 written out (range reduction, a Taylor
@@ -41,21 +45,18 @@ divergence freeze).  numba is imported when a program is compiled, never by ``im
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
-import linecache
 import math
-import os
-import sys
-from pathlib import Path
-from types import SimpleNamespace
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from . import program as P
+from . import program_numba_cache as _cache
 from .architecture import Architecture
 
-__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "pow2", "fused_train"]
+__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "is_cached", "pow2", "fused_train"]
 
 # 16 lanes: one AVX-512 vector of float32 (LLVM splits it in two 256-bit halves on this
 # CPU).  Lab network on five points, float32, 2 threads of the dev box: 25-28 M
@@ -152,10 +153,10 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
             keep |= _exposed(stmts, lane)[0]
     keep.add("active")
     row = {v: r for r, v in enumerate(list(prog.params) + sorted(keep - set(prog.params)) + ["_loss"])}
-    at = lambda v: f"S[{row[v] * BLOCK} + k]"  # noqa: E731
+    at = lambda v, k: f"S[{row[v] * BLOCK} + {k}]"  # noqa: E731
     # One buffer for every lane value, flags as 1.0 / 0.0: rows of one array at constant
     # distances need no run-time alias checks (two arrays did: a scalar copy of every loop).
-    get = lambda v: f"{at(v)} != F(0.0)" if v == "active" else at(v)  # noqa: E731
+    get = lambda v, k: f"{at(v, k)} != F(0.0)" if v == "active" else at(v, k)  # noqa: E731
     put = lambda v: f"F(1.0) if {v} else F(0.0)" if v == "active" else v  # noqa: E731
 
     out = []
@@ -163,32 +164,49 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     def w(depth, line=""):
         out.append("    " * depth + line if line else "")
 
+    # Every scalar assigned once (a new name ``h1_0__2``, ``loss__2 = loss + (...)``; a loop
+    # index per lane loop): numba's SSA reconstruction and type inference take 1.2 s less.
+    seen, dcur = {}, {}  # how often a name was assigned; the data names' current spelling
+    loops = iter(range(1, 1 << 30))
+
+    def fresh(v):
+        seen[v] = seen.get(v, 0) + 1
+        return v if seen[v] == 1 else f"{v}__{seen[v]}"
+
     def lanes(depth, stmts):
         read, written = _exposed(stmts, lane)
-        w(depth, "for k in range(BLOCK):")
+        k = f"k{next(loops)}"
+        cur = {}
+        name = lambda v: cur.get(v, dcur.get(v, v)) if not v[0].isdigit() else _lit(v)  # noqa: E731
+        w(depth, f"for {k} in range(BLOCK):")
         for v in sorted(read, key=lambda v: (v not in row, row.get(v, 0), v)):
-            w(depth + 1, f"{v} = {get(v)}")
+            cur[v] = fresh(v)
+            w(depth + 1, f"{cur[v]} = {get(v, k)}")
         recorded = []
         for s in stmts:
             if isinstance(s, P.Comment):
                 w(depth + 1, f"# {s.text}")
             elif isinstance(s, P.Let):
-                w(depth + 1, f"{s.name} {'+=' if s.acc else '='} {_expr(s.expr)}")
+                e = P.render_expr(s.expr, name=name, act=_act, where=_where)
+                e = f"{name(s.name)} + ({e})" if s.acc else e
+                cur[s.name] = fresh(s.name)
+                w(depth + 1, f"{cur[s.name]} = {e}")
             elif isinstance(s, P.RecordLoss):
-                w(depth + 1, f"{at('_loss')} = {s.name}")
+                w(depth + 1, f"{at('_loss', k)} = {name(s.name)}")
                 recorded.append(s)
         for v in sorted(written & keep, key=lambda v: (v not in row, row.get(v, 0), v)):
-            w(depth + 1, f"{at(v)} = {put(v)}")
+            w(depth + 1, f"{at(v, k)} = {put(name(v))}")
         for _ in recorded:
             w(depth, "if e % RECORD_EVERY == 0:")
-            w(depth + 1, "for k in range(nk):")
-            w(depth + 2, f"loss_out[rec, g0 + k] = S[{row['_loss'] * BLOCK} + k]")
+            w(depth + 1, f"for {k}r in range(nk):")
+            w(depth + 2, f"loss_out[rec, g0 + {k}r] = S[{row['_loss'] * BLOCK} + {k}r]")
             w(depth + 1, "rec += 1")
 
     def data(depth, stmts):
         for s in stmts:
             at_ = f"n * {s.per_sample} + {s.offset}" if s.per_sample else f"{s.offset}"
-            w(depth, f"{s.name} = {s.array}[{at_}]")
+            dcur[s.name] = fresh(s.name)
+            w(depth, f"{dcur[s.name]} = {s.array}[{at_}]")
 
     def body(depth, pieces):
         for kind, piece in pieces:
@@ -246,27 +264,34 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(1, "return F(1.0) / (F(1.0) + _exp2(F(-1.4426950408889634) * x))")
     w(0)
     w(0)
-    w(0, "@numba.njit(parallel=True, fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
-    w(0, "def fused_cpu_train(x, y, p, lr_in, active_in, loss_out, G, N, E, inv_count, grad_scale, RECORD_EVERY):")
-    w(1, "for blk in numba.prange((G + BLOCK - 1) // BLOCK):")
+    w(0, "@numba.njit(nogil=True, fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
+    w(0, "def fused_cpu_train(x, y, p, lr_in, active_in, loss_out, G, N, E, inv_count, grad_scale, RECORD_EVERY,")
+    w(0, "                    blk0, blk1):")
+    w(1, "for blk in range(blk0, blk1):")
     w(2, "g0 = blk * BLOCK")
     w(2, "nk = min(BLOCK, G - g0)")
     w(2, f"S = np.zeros({len(row) * BLOCK}, F)  # lane values that outlive a region, row r at r * BLOCK")
-    w(2, "for k in range(nk):")
+    w(2, "for k0 in range(nk):")
     for r, v in enumerate(prog.params):
-        w(3, f"S[{r * BLOCK} + k] = p[{r}, g0 + k]")
-    w(3, f"{at('lr')} = lr_in[g0 + k]")
-    w(3, f"{at('active')} = F(1.0) if active_in[g0 + k] != 0 else F(0.0)  # padded lanes: 0, frozen")
+        w(3, f"S[{r * BLOCK} + k0] = p[{r}, g0 + k0]")
+    w(3, f"{at('lr', 'k0')} = lr_in[g0 + k0]")
+    w(3, f"{at('active', 'k0')} = F(1.0) if active_in[g0 + k0] != 0 else F(0.0)  # padded lanes: 0, frozen")
     pre = [s for s in prog.body if isinstance(s, P.LoadData)]
     data(2, pre)
     w(2, "rec = 0")
     w(2, "for e in range(E):")
     body(3, _regions(epoch.body))
-    w(2, "for k in range(nk):")
+    w(2, "for kz in range(nk):")
     for r, v in enumerate(prog.params):
-        w(3, f"p[{r}, g0 + k] = S[{r * BLOCK} + k]")
-    w(3, f"active_in[g0 + k] = 1 if {at('active')} != F(0.0) else 0")
-    return "\n".join(out) + "\n"
+        w(3, f"p[{r}, g0 + kz] = S[{r * BLOCK} + kz]")
+    w(3, f"active_in[g0 + kz] = 1 if {at('active', 'kz')} != F(0.0) else 0")
+    # Literals F(c) as module constants (numba freezes globals): a call less to type each.
+    text = "\n".join(out) + "\n"
+    consts = list(dict.fromkeys(re.findall(r"\bF\((-?[0-9][0-9.e+-]*)\)", text)))
+    name = {c: f"C{i}" for i, c in enumerate(consts)}
+    text = re.sub(r"\bF\((-?[0-9][0-9.e+-]*)\)", lambda m: name[m.group(1)], text)
+    defs = "".join(f"{name[c]} = F({c})\n" for c in consts)
+    return text.replace("\nCACHE = ", f"\n{defs}CACHE = ", 1)
 
 
 def source(sizes, N: int, dtype: str = "float32", cache: bool = True) -> str:
@@ -295,58 +320,65 @@ def pow2(dtype: str):
     return make(ir.FloatType(), 32, 23, 127) if dtype == "float32" else make(ir.DoubleType(), 64, 52, 1023)
 
 
-def cache_dir() -> Path:
-    """Where generated modules and numba's compiled code are kept: ``$FASTMLP_CACHE_DIR`` or
-    ``~/.cache/fastmlp``, subfolder ``numba``."""
-    return Path(os.environ.get("FASTMLP_CACHE_DIR") or Path.home() / ".cache" / "fastmlp") / "numba"
+cache_dir = _cache.cache_dir  # where generated modules and numba's compiled code are kept
+
+
+def _tag(sizes, N: int, dtype: str) -> str:
+    return f"{'_'.join(map(str, sizes))}_N{N}_{dtype}"
+
+
+def is_cached(sizes, N: int, dtype: str) -> bool:
+    """Whether a complete, intact compiled entry for ``sizes`` on ``N`` samples is on disk
+    (the manifest, the versions, the source and every numba file's size and digest: see
+    fastmlp/program_numba_cache.py); imports no numba and compiles nothing."""
+    sizes, N = tuple(int(s) for s in sizes), int(N)
+    src = source(sizes, N, dtype)
+    return _cache.valid(_cache.entry(_tag(sizes, N, dtype), src), src)
 
 
 def compiled(sizes: tuple, N: int, dtype: str):
     """The njit training function for ``sizes`` on ``N`` samples (one for every N beyond
-    UNROLL_SAMPLES); :func:`module` holds it and its helpers (``_exp2``, ``_tanh``, ``_sigmoid``)."""
-    return module(tuple(sizes), int(N), dtype).fused_cpu_train
+    UNROLL_SAMPLES), compiled (or loaded from the disk cache); :func:`module` holds it and
+    its helpers (``_exp2``, ``_tanh``, ``_sigmoid``)."""
+    return module(tuple(int(s) for s in sizes), int(N), dtype).fused_cpu_train
 
 
 @functools.lru_cache(maxsize=64)
 def module(sizes: tuple, N: int, dtype: str):
-    """The generated module for ``sizes`` on ``N`` samples, imported.
+    """The generated module for ``sizes`` on ``N`` samples, imported and compiled.
 
-    The source goes to a file named by its digest (so an edit of the generator never meets a
-    stale module) and is imported from there, which lets numba cache the machine code on disk
-    (``cache=True``); when the folder is not writable it is compiled in memory instead."""
-    tag = f"{'_'.join(map(str, sizes))}_N{N}_{dtype}"
-    src = source(sizes, N, dtype)
-    path = cache_dir() / f"fused_cpu_{tag}_{hashlib.sha256(src.encode()).hexdigest()[:16]}.py"
-    try:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(src)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(f"fastmlp_fused_cpu_{tag}", path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # numba's cache finds the module's globals by its name
-        spec.loader.exec_module(mod)
-        return mod
-    except OSError:
-        src = source(sizes, N, dtype, cache=False)
-        filename = f"<fastmlp.program_numba {tag}>"
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        namespace = {"__name__": f"fastmlp_fused_cpu_{tag}"}
-        exec(compile(src, filename, "exec"), namespace)
-        return SimpleNamespace(**namespace)
+    The source goes to a file named by a digest of it and of the toolchain's versions, and is
+    imported from there, which lets numba cache the machine code on disk (``cache=True``).
+    An entry that is not intact (program_numba_cache.valid) is deleted and rebuilt; when the
+    folder is not writable the module is compiled in memory instead."""
+    tag = _tag(sizes, N, dtype)
+    return _cache.get(tag, source(sizes, N, dtype), lambda: source(sizes, N, dtype, cache=False), dtype)
+
+
+_POOL: list = [None]  # the worker threads (one fewer than the most asked for: the caller works too)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        pool = _POOL[0]
+        if pool is None or pool._max_workers < workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = _POOL[0] = ThreadPoolExecutor(workers, thread_name_prefix="fastmlp-numba")
+        return pool
 
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
                 loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False,
-                variant: str | None = None) -> None:
+                variant: str | None = None, threads: int | None = None) -> None:
     """Train for ``epochs`` epochs in place on ``packed`` [P, G] and ``active`` [G] (int8), on
     the CPU; x [N, n_in] and y [N, n_out] shared; lr [G]; loss_out [ceil(epochs /
     record_every), G] receives the loss at the start of every ``record_every``-th epoch.
     ``kernels.fused_train.fused_train``'s contract; ``fast_tanh`` and ``variant`` (GPU
-    choices) are accepted for the same signature and must be False / None or "unrolled"."""
-    import numba
-
+    choices) are accepted for the same signature and must be False / None or "unrolled".
+    ``threads``: how many threads share the blocks (default ``torch.get_num_threads()``);
+    the numbers do not depend on it."""
     sizes = [int(s) for s in sizes]
     arch = Architecture(sizes)
     N = x.shape[0]
@@ -355,6 +387,9 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         raise ValueError(f"backend='fused' cannot train {why}; use backend='torch'")
     if fast_tanh or variant not in (None, "unrolled"):
         raise ValueError("fused_cpu: fast_tanh and the 'tiles' variant are GPU-only")
+    threads = torch.get_num_threads() if threads is None else threads
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"fused_train: threads must be a positive int, got {threads!r}")
     if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
         raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
                          f"networks), got {list(x.shape)} and {list(y.shape)}")
@@ -377,10 +412,20 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         return
     dtype = str(packed.dtype).removeprefix("torch.")
     fn = compiled(tuple(sizes), min(N, P.UNROLL_SAMPLES + 1), dtype)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     np_dt = packed.numpy().dtype.type
     count = N * sizes[-1]
     # Scales rounded to the parameters' dtype, as the Triton launcher's scale tensor.
-    fn(x.contiguous().reshape(-1).numpy(), y.contiguous().reshape(-1).numpy(), packed.numpy(),
-       lr.contiguous().numpy(), active.numpy(), loss_out.numpy(), G, N, epochs, np_dt(1.0 / count),
-       np_dt(2.0 / count), record_every)
+    args = (x.contiguous().reshape(-1).numpy(), y.contiguous().reshape(-1).numpy(), packed.numpy(),
+            lr.contiguous().numpy(), active.numpy(), loss_out.numpy(), G, N, epochs, np_dt(1.0 / count),
+            np_dt(2.0 / count), record_every)
+    # Whole blocks in contiguous shares, one per thread (the caller takes the first); the
+    # function releases the GIL (nogil), and every block is its own: no bit depends on the split.
+    blocks = -(-G // BLOCK)
+    T = min(threads, blocks)
+    cut = [blocks * t // T for t in range(T + 1)]
+    futures = [_pool(T - 1).submit(fn, *args, cut[t], cut[t + 1]) for t in range(1, T)]
+    try:
+        fn(*args, cut[0], cut[1])
+    finally:
+        for f in futures:
+            f.result()

@@ -187,3 +187,130 @@ def test_launcher_checks_its_arguments(nb):
     with pytest.raises(ValueError, match="x must be"):
         fc.fused_train(x[:, :1], y, packed, lr, active, torch.empty(5, 4), [2, 5, 3, 1], 5)
     fc.fused_train(x, y, packed, lr, active, torch.empty(0, 4), [2, 5, 3, 1], 0)  # no epochs: nothing to do
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_bits_do_not_depend_on_the_threads_argument(nb, threads):
+    x, y = five_points()
+    pop = Population([2, 5, 3, 1], 70)  # 5 blocks: shares of 5, 3+2, 2+2+1, 1 each
+    packed0, lr = fc.pack(pop.weights, pop.biases), torch.linspace(0.1, 2.0, 70)
+    runs = []
+    for t in (threads, None):
+        packed, active, loss = packed0.clone(), torch.ones(70, dtype=torch.int8), torch.empty(20, 70)
+        fc.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], 20, threads=t)
+        runs.append((packed, loss))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    with pytest.raises(ValueError, match="threads"):
+        fc.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], 20, threads=0)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTMLP_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fc.cache_dir() == tmp_path / "xdg" / "fastmlp" / "numba"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fc.cache_dir() == tmp_path / "home" / ".cache" / "fastmlp" / "numba"
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "mine"))
+    assert fc.cache_dir() == tmp_path / "mine" / "numba"
+
+
+# ---- the disk cache: each kind of damaged entry is detected, rebuilt, and computes the same --
+_SMALL = ([2, 1], 1)  # the cheapest program to compile
+_TRAIN = """
+import json, sys, torch
+from fastmlp import Population, program_numba as fc
+sizes, N = {sizes!r}, {N!r}
+x = torch.linspace(-1, 1, N * sizes[0]).reshape(N, sizes[0]); y = torch.ones(N, sizes[-1])
+pop = Population(sizes, 3)
+packed, loss = fc.pack(pop.weights, pop.biases), torch.empty(7, 3)
+fc.fused_train(x, y, packed, torch.full((3,), 0.5), torch.ones(3, dtype=torch.int8), loss, sizes, 7)
+st = fc.compiled(tuple(sizes), N, "float32").stats
+print(json.dumps({{"loss": loss.tolist(), "params": packed.tolist(), "hits": sum(st.cache_hits.values()),
+                  "misses": sum(st.cache_misses.values())}}))
+"""
+
+
+def _train_in_subprocess(cache):
+    import json
+    import os
+
+    env = dict(os.environ, FASTMLP_CACHE_DIR=str(cache))
+    out = subprocess.run([sys.executable, "-c", _TRAIN.format(sizes=_SMALL[0], N=_SMALL[1])], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def warm_cache(tmp_path_factory):
+    pytest.importorskip("numba")
+    cache = tmp_path_factory.mktemp("fastmlp_cache")
+    first = _train_in_subprocess(cache)
+    assert first["misses"] == 1 and first["hits"] == 0  # compiled
+    return cache, first
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbled":
+        mid = len(data) // 2
+        path.write_bytes(data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 64]) + data[mid + 64:])
+    elif how == "emptied":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("kind", [".py", ".nbi", ".nbc", ".ok"])
+@pytest.mark.parametrize("how", ["truncated", "garbled", "emptied"])
+def test_a_damaged_cache_entry_is_rebuilt(warm_cache, tmp_path, monkeypatch, kind, how):
+    import shutil
+
+    cache, first = warm_cache
+    shutil.copytree(cache, tmp_path / "c")
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "c"))
+    assert fc.is_cached(*_SMALL, "float32")
+    again = _train_in_subprocess(tmp_path / "c")
+    assert (again["hits"], again["misses"]) == (1, 0)  # an intact entry is loaded, not compiled
+    files = sorted(p for p in (tmp_path / "c").rglob(f"*{kind}") if "fused_cpu_train" in p.name or kind in (".py", ".ok"))
+    assert files
+    _damage(files[0], how)
+    assert not fc.is_cached(*_SMALL, "float32")
+    rebuilt = _train_in_subprocess(tmp_path / "c")
+    assert rebuilt["misses"] == 1  # compiled again, not trusted
+    assert (rebuilt["loss"], rebuilt["params"]) == (first["loss"], first["params"])  # the same bits
+    assert fc.is_cached(*_SMALL, "float32")
+
+
+@pytest.mark.parametrize("what", ["manifest", "index"])
+def test_a_cache_entry_of_another_numba_is_rebuilt(warm_cache, tmp_path, monkeypatch, what):
+    import json
+    import pickle
+    import shutil
+
+    cache, first = warm_cache
+    shutil.copytree(cache, tmp_path / "c")
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "c"))
+    if what == "manifest":  # the entry says it was compiled by another numba
+        ok = next((tmp_path / "c").rglob("*.ok"))
+        m = json.loads(ok.read_text())
+        m["versions"]["numba"] = "0.1.0"
+        ok.write_text(json.dumps(m))
+    else:  # numba's index written by another numba version (its first pickle is the version)
+        nbi = next(p for p in (tmp_path / "c").rglob("*.nbi") if "fused_cpu_train" in p.name)
+        rest = nbi.read_bytes()[len(pickle.dumps(pickle.loads(nbi.read_bytes()))):]
+        nbi.write_bytes(pickle.dumps("0.1.0") + rest)
+    assert not fc.is_cached(*_SMALL, "float32")
+    rebuilt = _train_in_subprocess(tmp_path / "c")
+    assert rebuilt["misses"] == 1 and (rebuilt["loss"], rebuilt["params"]) == (first["loss"], first["params"])
+    assert fc.is_cached(*_SMALL, "float32")
+
+
+def test_is_cached_imports_no_numba(tmp_path):
+    code = ("import sys, fastmlp.program_numba as f; print(f.is_cached([2, 5, 3, 1], 5, 'float32'), "
+            "'numba' in sys.modules)")
+    import os
+
+    env = dict(os.environ, FASTMLP_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
