@@ -63,9 +63,8 @@ __all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "modu
 # network-epochs/s at G = 1024 and 8192, 2500 epochs (12 M in float64).
 BLOCK = 16
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})  # not nnan / ninf: see above
-# exp2 on [-1/2, 1/2]: Taylor coefficients ln2^k / k!, and the clamp beyond which 2^t is
-# inf / 0 in the dtype (the exponent is built in two halves, each within range).
-_EXP2 = {"float32": (7, 200.0), "float64": (13, 1100.0)}
+# exp2 on [-1/2, 1/2]: the degree of its Taylor polynomial (ln2^k / k!), and the exponent bias.
+_EXP2 = {"float32": (7, 127), "float64": (13, 1023)}
 
 
 def _arch(weights) -> Architecture:
@@ -220,7 +219,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
 
     sizes = "-".join(map(str, prog.arch.sizes))
     on = f"N = {prog.N} samples" if prog.unrolled else f"any N > {prog.N - 1} samples"
-    degree, clamp = _EXP2[dtype]
+    degree, bias = _EXP2[dtype]
     coef = [f"F({math.log(2) ** k / math.factorial(k)!r})" for k in range(1, degree + 1)]
     poly = coef[-1]
     for c in reversed(coef[:-1]):  # Horner: c1 + f * (c2 + f * (...))
@@ -242,15 +241,15 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(0)
     w(0, "@numba.njit(fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
     w(0, "def _exp2(t):")
-    w(1, f"tc = t if t > F({-clamp}) else F({-clamp})  # beyond: 2^t is 0 / inf in the dtype")
-    w(1, f"tc = tc if tc < F({clamp}) else F({clamp})")
-    # floor(tc + 1/2) by truncating a positive number: math.floor is a libm call (floorf)
-    # that would keep the lane loop scalar; an n off by one only widens f to ~0.5 + ulp.
-    w(1, f"n = np.int64(tc + F({2 * clamp + 0.5})) - {int(2 * clamp)}")
-    w(1, "f = tc - F(n)  # in [-1/2, 1/2]")
+    w(1, f"tc = t if t > F({-bias}.0) else F({-bias}.0)  # 2^-bias: 0; 2^(bias + 1): inf")
+    w(1, f"tc = tc if tc < F({bias + 1}.0) else F({bias + 1}.0)")
+    # The biased exponent m = floor(tc + 1/2) + bias in [0, 2 bias + 1] by truncating a
+    # positive number (math.floor is a libm call that would keep the lane loop scalar; an m
+    # off by one only widens f to ~0.5 + ulp), in the float's width (int32 for float32).
+    w(1, f"m = np.{'int32' if dtype == 'float32' else 'int64'}(tc + F({bias + 0.5}))")
+    w(1, f"f = tc - F(m - {bias})  # in [-1/2, 1/2] (tc - (F(m) - bias) would be reassociated)")
     w(1, f"p = F(1.0) + f * {poly}")
-    w(1, "h = n >> 1")
-    w(1, "p = p * _pow2(h) * _pow2(n - h)")
+    w(1, "p = p * _pow2(m)")
     w(1, "return p if t == t else t  # NaN in, NaN out")
     w(0)
     w(0)
@@ -301,23 +300,22 @@ def source(sizes, N: int, dtype: str = "float32", cache: bool = True) -> str:
 
 @functools.lru_cache(maxsize=None)
 def pow2(dtype: str):
-    """``2^m`` in ``dtype`` for an integer m within the exponent range, built from its bits
-    (one add, one shift, a bit cast: vectorisable), as a numba intrinsic."""
+    """``2^(m - bias)`` in ``dtype`` for a biased exponent m in [0, 2 bias + 1] (0: 0.0, the
+    top: inf), built from its bits (a shift, a bit cast: vectorisable), a numba intrinsic."""
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
 
-    def make(ftype, bits, mant, bias):
+    def make(ftype, bits, mant):
         @intrinsic
         def pow2(typingctx, m):
             def codegen(context, builder, sig, args):
-                i = builder.trunc(args[0], ir.IntType(bits)) if bits < 64 else args[0]
                 int_t = ir.IntType(bits)
-                e = builder.shl(builder.add(i, ir.Constant(int_t, bias)), ir.Constant(int_t, mant))
-                return builder.bitcast(e, ftype)
+                i = args[0] if args[0].type == int_t else builder.trunc(args[0], int_t)
+                return builder.bitcast(builder.shl(i, ir.Constant(int_t, mant)), ftype)
             return (types.float32 if bits == 32 else types.float64)(m), codegen
         return pow2
-    return make(ir.FloatType(), 32, 23, 127) if dtype == "float32" else make(ir.DoubleType(), 64, 52, 1023)
+    return make(ir.FloatType(), 32, 23) if dtype == "float32" else make(ir.DoubleType(), 64, 52)
 
 
 cache_dir = _cache.cache_dir  # where generated modules and numba's compiled code are kept
