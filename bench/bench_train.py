@@ -5,8 +5,15 @@ Every provider trains the lab network (2-5-3-1: tanh, tanh, sigmoid; MSE; full-b
 descent) on the lab's five points with lr 0.25 in float32, starting from the same initial weights
 (``fastmlp.Population``, seeds 0..G-1).  The providers are the table ``PROVIDERS`` below (``--help``
 lists them; how each trains is in ``bench/trainers.py``): the lab's per-network loop, every
-registered ``fastmlp`` backend (those that need CUDA only with ``--gpu``), and two baselines, plain
-bmm and ``torch.func``.  A provider that cannot run here is reported as not run, with the reason.
+registered ``fastmlp`` backend (those that need CUDA only with ``--gpu``), the one-launch program on
+the CPU (``fused-cpu``: ``fastmlp/program_numba.py``), and three baselines: plain bmm, ``torch.func``
+and JAX (``jit(lax.scan(vmap(value_and_grad)))``, its compile time reported apart; it runs where
+``import jax`` works, e.g. a side venv).  A provider that cannot run here is reported as not run,
+with the reason.  ``--dtype float64`` runs every provider in float64 (JAX with ``jax_enable_x64``).
+
+Compile times are not in the rates: JAX compiles in ``ready`` (untimed, ``compile_s`` per row);
+the fused CPU program compiles in the warm-up run, and its cold (empty ``FASTMLP_CACHE_DIR``) and
+warm (a second process, numba's disk cache) compile times are measured in two fresh processes.
 
 Timing: one warm-up run per provider, then ``--repeats`` rounds; each round times every provider
 once, in turn, so that a noisy machine slows them alike.  The figure is the median.  CPU:
@@ -19,7 +26,9 @@ are interleaved so that this hits providers alike, the min/max of each row is in
 load average before and after the run is recorded; ``--threads 1`` sidesteps the stall.
 
 Usage:
-  python bench/bench_train.py                       # the full table (about 5 minutes on 2 quiet cores)
+  python bench/bench_train.py                       # the full table (about 10 minutes on 2 quiet cores)
+  /tmp/jx/bin/python bench/bench_train.py            # the same with JAX, from a side venv that has it
+  python bench/bench_train.py --G 1,8192 --providers torch,fused-cpu --dtype float64
   python bench/bench_train.py --quick --out /tmp/b  # a smoke run of a few seconds
   python bench/bench_train.py --G 8192 --providers torch,bmm --epochs 2500 --threads 1
   python bench/bench_train.py --gpu                 # on CUDA, adds the triton/fused providers
@@ -27,8 +36,13 @@ Usage:
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 
 import harness
 import instruments
@@ -38,18 +52,24 @@ import fastmlp
 from fastmlp import engine
 from fastmlp.architecture import Architecture
 from fastmlp.datasets import five_points
-from trainers import FastmlpBackend, FuncEnsemble, PlainBmm, ReferenceLoop
+from trainers import FastmlpBackend, FuncEnsemble, FusedCpu, JaxScan, PlainBmm, ReferenceLoop, fused_cpu_via
 
 ARCH = Architecture((2, 5, 3, 1))
 SIZES = list(ARCH.sizes)
 LR = 0.25
-DTYPE = torch.float32
+DTYPE = torch.float32  # --dtype float64 replaces it (main)
 X, Y = five_points()
-DEFAULT_G = (1, 64, 1024, 8192, 65536)
-# Epochs per timed run, by G: 2500 (the lab's) up to 8192 networks; at 65536 a 2500-epoch run
-# of the slow providers would take minutes per repeat, and the rate no longer depends on the
-# epoch count once a run lasts well over a second.
-DEFAULT_EPOCHS = {1: 2500, 64: 2500, 1024: 2500, 8192: 2500, 65536: 250}
+DEFAULT_G = (1, 64, 256, 1024, 8192, 65536)
+# Epochs per timed run, by G: 2500 (the lab's) up to 1024 networks, 500 at 8192 and 250 at 65536
+# (the issue's peer measurements): a 2500-epoch run of the slow providers (JAX, func) would take
+# a minute per repeat there, and the rate no longer depends on the epoch count once a run lasts
+# well over a second.
+DEFAULT_EPOCHS = {1: 2500, 64: 2500, 256: 2500, 1024: 2500, 8192: 500, 65536: 250}
+PEERS = ("bmm", "func", "jax")  # the fused CPU provider's bar: 5x the fastest of these
+# The issue's bar for the fused CPU program (lab network, five points, steady state).
+FUSED_BAR = {"min_rate": {1: 1e6, **{G: 20e6 for G in (64, 256, 1024, 8192, 65536)}},
+             "peer_ratio": 5.0, "peer_G": (1, 64, 256, 1024, 8192), "float64_G8192": 5e6,
+             "cold_compile_s": 5.0, "warm_compile_s": 0.5}
 # The reference loop runs fewer epochs (stated per row): its rate is a per-network Python loop,
 # the same at any epoch count, and 2500 epochs x 4 networks would take 4 s per repeat.
 SLOW_EPOCHS = 500
@@ -62,9 +82,8 @@ ENGINE_OPS = ("linear_act_fwd", "output_delta", "delta_bwd", "grad_update")  # t
 
 def backend_provider(name: str) -> harness.Provider:
     """A registered fastmlp backend: where ``backend="auto"`` may pick it, and whether it takes this problem."""
-    problem = engine.Problem(ARCH, X.shape[0], shared_data=True, dtype=DTYPE)
-
     def check(device):
+        problem = engine.Problem(ARCH, X.shape[0], shared_data=True, dtype=DTYPE)
         try:
             engine.select_backend(name, device, problem)
         except ValueError as e:  # fastmlp.validate.ArgumentError
@@ -76,6 +95,23 @@ def backend_provider(name: str) -> harness.Provider:
     return harness.Provider(name, what, lambda: FastmlpBackend(LR, name), devices=devices, check=check)
 
 
+def numba_missing(device) -> str | None:
+    try:
+        import numba  # noqa: F401
+    except Exception as e:  # noqa: BLE001 -- any failure to import is a reason not to run
+        return f"import numba failed ({type(e).__name__}: {e})"
+    return None
+
+
+def jax_missing(device) -> str | None:
+    try:
+        import jax  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        return (f"import jax failed ({type(e).__name__}: {e}); JAX is not a project dependency: "
+                "run this script from a venv that has it")
+    return None
+
+
 # The registry's order is auto's, fastest first; the tables go from the CPU's backends to CUDA's.
 _BACKENDS = [backend_provider(n) for n in reversed(engine.names()) if n != "auto"]
 PROVIDERS = harness.Providers(
@@ -83,10 +119,17 @@ PROVIDERS = harness.Providers(
                                   f"({REFERENCE_NETS} timed, the rate extrapolated: ~)",
                      lambda: ReferenceLoop(LR, REFERENCE_NETS)),
     *(p for p in _BACKENDS if p.devices is None),
+    harness.Provider("fused-cpu", "the one-launch program on the CPU (fastmlp/program_numba.py, numba, one network "
+                                  "per SIMD lane): fastmlp.train(backend='fused') once the engine takes the CPU, "
+                                  "else program_numba.fused_train with pack/unpack/final loss (timed)",
+                     lambda: FusedCpu(LR), devices=("cpu",), check=numba_missing),
     harness.Provider("bmm", "the same equations written plainly: baddbmm/bmm on contiguous [G, ...] tensors, "
                             "no autograd (the issue's baseline)", lambda: PlainBmm(LR)),
     harness.Provider("func", "PyTorch's ensembling idiom: stack_module_state, vmap(grad_and_value("
                              "functional_call)), manual SGD", lambda: FuncEnsemble(LR)),
+    harness.Provider("jax", "JAX: jit(lax.scan over epochs of vmap over networks of value_and_grad(MSE)), SGD; "
+                            "compiled untimed (compile_s per row)", lambda: JaxScan(LR, DTYPE), devices=("cpu",),
+                     check=jax_missing),
     *(p for p in _BACKENDS if p.devices is not None),
 )
 
@@ -96,6 +139,8 @@ PROVIDERS = harness.Providers(
 # ---------------------------------------------------------------------------------------
 def traffic_per_network_epoch(runner, x, y, G: int, device) -> dict:
     """Aten ops per epoch and operand bytes per network-epoch, from the difference of two runs."""
+    if isinstance(runner, (FusedCpu, JaxScan)):
+        return {"error": "not counted: one compiled program, not a sequence of aten ops"}
     pop = fastmlp.Population(SIZES, G, dtype=DTYPE, device=device)
     counts = []
     for epochs in (2, 6):
@@ -122,6 +167,7 @@ def time_row(runners: dict, G: int, main_epochs: int, x, y, device, repeats: int
     def case(n, r):
         def prepare():
             state = r.prepare(pop, x, y)
+            r.ready(state, plan[n])
             return lambda: (r.run(state, plan[n]), r.nets(state))
         return prepare
 
@@ -140,6 +186,10 @@ def time_row(runners: dict, G: int, main_epochs: int, x, y, device, repeats: int
                      "min_net_epochs_per_s": work / max(s.wall), "max_net_epochs_per_s": work / min(s.wall),
                      "final_loss_median": float(fin.median()),
                      "converged_fraction": float((fin < 0.01).float().mean())})
+        if isinstance(runners[n], JaxScan):
+            rows[-1]["compile_s"] = runners[n].compile_s.get((nets, plan[n]))
+        if isinstance(runners[n], FusedCpu):
+            rows[-1]["via"] = runners[n].via
     return rows
 
 
@@ -193,15 +243,98 @@ def performance_bar(rows) -> dict:
     return bar
 
 
+def fused_bar(rows, compile_times: dict | None) -> dict:
+    """The issue's bar for the fused CPU provider: rates per G, ratio to the fastest peer measured
+    (bmm, func, jax) per G, float64 at G = 8192, cold / warm compile."""
+    by = {(r["G"], r["provider"]): r for r in rows}
+    out = {}
+    for G in sorted({r["G"] for r in rows}):
+        f = by.get((G, "fused-cpu"))
+        if f is None:
+            continue
+        cell = {"rate": f["net_epochs_per_s"]}
+        if DTYPE == torch.float32 and G in FUSED_BAR["min_rate"]:
+            need = FUSED_BAR["min_rate"][G]
+            cell.update(need_rate=need, rate_met=f["net_epochs_per_s"] >= need)
+        if DTYPE == torch.float64 and G == 8192:
+            need = FUSED_BAR["float64_G8192"]
+            cell.update(need_rate=need, rate_met=f["net_epochs_per_s"] >= need)
+        peers = [by[(G, p)] for p in PEERS if (G, p) in by]
+        if peers:
+            best = max(peers, key=lambda r: r["net_epochs_per_s"])
+            ratio = f["net_epochs_per_s"] / best["net_epochs_per_s"]
+            cell.update(peer=best["provider"], peer_rate=best["net_epochs_per_s"], peer_ratio=ratio,
+                        peers=[p["provider"] for p in peers])
+            if G in FUSED_BAR["peer_G"]:
+                cell.update(need_ratio=FUSED_BAR["peer_ratio"], ratio_met=ratio >= FUSED_BAR["peer_ratio"])
+        out[G] = cell
+    if compile_times and "error" not in compile_times:
+        out["compile"] = {k: {"s": compile_times[k]["compile_s"], "need_s": FUSED_BAR[f"{k}_compile_s"],
+                              "met": compile_times[k]["compile_s"] <= FUSED_BAR[f"{k}_compile_s"]}
+                          for k in ("cold", "warm")}
+    return out
+
+
+_COMPILE_PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numba, torch
+from fastmlp import program_numba
+from fastmlp.architecture import Architecture
+from fastmlp.datasets import five_points
+from fastmlp.population import Population
+t_import = time.perf_counter() - t0
+sizes, dtype = json.loads(sys.argv[1]), getattr(torch, sys.argv[2])
+arch = Architecture(sizes)
+x, y = (t.to(dtype) for t in five_points())
+def call(G, epochs):
+    pop = Population(sizes, G, dtype=dtype)
+    packed = arch.pack(pop.weights, pop.biases)
+    args = (x, y, packed, torch.full((G,), 0.25, dtype=dtype), torch.ones(G, dtype=torch.int8),
+            torch.empty(epochs, G, dtype=dtype), sizes, epochs)
+    t = time.perf_counter()
+    program_numba.fused_train(*args)
+    return time.perf_counter() - t
+first = call(16, 1)
+steady = sorted(call(16, 1) for _ in range(20))[10]
+g1 = sorted(call(1, 1) for _ in range(20))[10]
+print(json.dumps({"import_s": t_import, "first_call_s": first, "steady_call_s": steady,
+                  "compile_s": first - steady, "launch_G1_1epoch_s": g1}))
+"""
+
+
+def fused_compile_times(dtype: torch.dtype) -> dict:
+    """The fused CPU program's compile time for the lab network, in two fresh processes sharing a
+    new, empty ``FASTMLP_CACHE_DIR``: cold (the first: generate, compile, write numba's cache) and
+    warm (the second: load the cached machine code).  compile_s = first call - a steady call
+    (both 16 networks x 1 epoch); import_s (torch, numba, fastmlp) is apart."""
+    out = {"network": SIZES, "dtype": str(dtype).removeprefix("torch.")}
+    with tempfile.TemporaryDirectory(prefix="fastmlp-cache-") as cache:
+        env = {**os.environ, "FASTMLP_CACHE_DIR": cache,
+               "PYTHONPATH": os.pathsep.join([str(harness.ROOT), os.environ.get("PYTHONPATH", "")])}
+        for kind in ("cold", "warm"):
+            p = subprocess.run([sys.executable, "-c", _COMPILE_PROBE, json.dumps(SIZES), out["dtype"]],
+                               capture_output=True, text=True, env=env, cwd=harness.ROOT, timeout=600)
+            if p.returncode != 0:
+                return {"error": p.stderr[-2000:]}
+            out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    out["loadavg"] = harness.loadavg()
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
 def rate_table(rows, names, key: str = "net_epochs_per_s") -> str:
-    """net-epochs/s per G and provider (epochs per timed run), then the torch engine's ratios."""
+    """net-epochs/s per G and provider (epochs per timed run), then the torch engine's ratios to
+    bmm and func, and the fused CPU program's to the fastest peer (bmm, func, jax) of that G."""
     by = {(r["G"], r["provider"]): r for r in rows}
-    ratio_cols = [n for n in names if n not in ("reference", "bmm", "func")]
+    ratio_cols = [n for n in names if n not in ("reference", "bmm", "func", "jax", "fused-cpu")]
     bases = [b for b in ("bmm", "func") if b in names]
-    head = ["G"] + [f"{n} (epochs)" for n in names] + [f"{n}/{b}" for b in bases for n in ratio_cols]
+    peers = [p for p in PEERS if p in names]
+    fused = "fused-cpu" in names and peers
+    head = (["G"] + [f"{n} (epochs)" for n in names] + [f"{n}/{b}" for b in bases for n in ratio_cols]
+            + (["fused-cpu/fastest peer"] if fused else []))
     lines = []
     for G in sorted({r["G"] for r in rows}):
         cells = [G] + [f"{'~' if r['extrapolated'] else ''}{harness.rate(r[key])} ({r['epochs']})" if r else "-"
@@ -210,19 +343,30 @@ def rate_table(rows, names, key: str = "net_epochs_per_s") -> str:
             for n in ratio_cols:
                 r, rb = by.get((G, n)), by.get((G, b))
                 cells.append(f"{r[key] / rb[key]:.2f}x" if r and rb else "-")
+        if fused:
+            f, best = by.get((G, "fused-cpu")), max((by[(G, p)] for p in peers if (G, p) in by),
+                                                     key=lambda r: r[key], default=None)
+            cells.append(f"{f[key] / best[key]:.1f}x ({best['provider']})" if f and best else "-")
         lines.append(cells)
     return harness.table(head, lines)
 
 
 def report(rec: dict, env: dict, device) -> None:
     rows, names, work, ceilings = rec["rows"], rec["providers"], rec["work_per_network_epoch"], rec["ceilings"]
-    print(f"# bench_train: lab network {'-'.join(map(str, SIZES))}, five points, lr {LR}, float32, {device.type}")
+    print(f"# bench_train: lab network {'-'.join(map(str, SIZES))}, five points, lr {LR}, {rec['dtype']}, "
+          f"{device.type}")
     print(f"# {harness.describe(env)}")
     print(f"# net-epochs/s, median of {rec['repeats']} interleaved rounds after a warm-up; (epochs) per timed run; "
           f"~ = reference loop timed on {REFERENCE_NETS} networks and extrapolated linearly to G")
     for n, why in rec["skipped"].items():
         print(f"# not run: {n}: {why.splitlines()[0]}")
     print("\n" + rate_table(rows, names))
+    for r in rows:
+        if r.get("compile_s") is not None:
+            print(f"# {r['provider']} compile (jit.lower.compile, untimed) at G={r['G']}, {r['epochs']} epochs: "
+                  f"{r['compile_s']:.2f} s")
+    if "fused-cpu" in names:
+        print(f"# fused-cpu runs via {'fastmlp.train(backend=fused)' if rec['fused_cpu_via'] == 'train' else 'program_numba.fused_train (the engine does not take the CPU yet)'}")
     if env["threads"] == 1 and device.type == "cpu":
         print("\n## the same runs per CPU-second (process_time; with one thread this discounts the time a busy "
               "machine gave to other processes)")
@@ -261,6 +405,35 @@ def report(rec: dict, env: dict, device) -> None:
             line += f"; traffic not counted ({t.get('error', '')[:60]})"
         print(line)
 
+    ct = rec.get("fused_compile")
+    if ct:
+        print("\n## fused-cpu compile time, lab network (fresh processes, one new FASTMLP_CACHE_DIR)")
+        if "error" in ct:
+            print(f"  failed: {ct['error'][-300:]}")
+        else:
+            for k in ("cold", "warm"):
+                c = ct[k]
+                print(f"  {k}: {c['compile_s']:.2f} s (first call {c['first_call_s']:.2f} s - steady "
+                      f"{c['steady_call_s'] * 1e6:.0f} us); imports {c['import_s']:.2f} s")
+            print(f"  one launch, G = 1, 1 epoch: {ct['warm']['launch_G1_1epoch_s'] * 1e6:.0f} us; "
+                  f"load average {ct['loadavg']}")
+    if rec.get("bar_fused"):
+        print(f"\n## the fused CPU bar ({rec['dtype']}): >= 1M at G=1, >= 20M at G=64..65536, >= 5x the fastest "
+              "peer at G=1..8192; float64 >= 5M at G=8192; compile cold <= 5 s, warm <= 0.5 s")
+        for G, c in rec["bar_fused"].items():
+            if G == "compile":
+                for k, v in c.items():
+                    print(f"  compile {k}: {v['s']:.2f} s (need <= {v['need_s']} s): {'met' if v['met'] else 'NOT met'}")
+                continue
+            line = f"  G={G:>6}: {harness.rate(c['rate'])}"
+            if "need_rate" in c:
+                line += f" (need {harness.rate(c['need_rate'])}: {'met' if c['rate_met'] else 'NOT met'})"
+            if "peer" in c:
+                line += f"; {c['peer_ratio']:.1f}x {c['peer']} ({harness.rate(c['peer_rate'])}, fastest of {'/'.join(c['peers'])})"
+                if "need_ratio" in c:
+                    line += f" (need {c['need_ratio']:.0f}x: {'met' if c['ratio_met'] else 'NOT met'})"
+            print(line)
+
     if rec["bar_G8192"]:
         print("\n## performance bar at G=8192 (torch >= 2x bmm, >= 3x func)")
         for k, v in rec["bar_G8192"].items():
@@ -284,11 +457,17 @@ def measure(runners: dict, skipped: dict, device, args) -> dict:
     for G in args.G or ((1, 64, 1024) if args.quick else DEFAULT_G):
         epochs = args.epochs or (20 if args.quick else DEFAULT_EPOCHS.get(G, 2500 if G <= 8192 else 250))
         rows += time_row(runners, G, epochs, x, y, device, args.repeats, warmup)
+    compile_times = None
+    if "fused-cpu" in runners and args.compile_times:
+        harness.log("fused-cpu compile time: two fresh processes, one new FASTMLP_CACHE_DIR")
+        compile_times = fused_compile_times(DTYPE)
     prof = None
     if args.profile:
         harness.log(f"profiling at G={args.profile}")
         prof = profile(runners, args.profile, x, y, device, 20 if args.quick else 200)
-    return {"network": SIZES, "dataset": "five_points", "lr": LR, "dtype": "float32", "repeats": args.repeats,
+    return {"network": SIZES, "dataset": "five_points", "lr": LR, "dtype": str(DTYPE).removeprefix("torch."),
+            "repeats": args.repeats, "fused_cpu_via": fused_cpu_via() if "fused-cpu" in runners else None,
+            "fused_compile": compile_times, "bar_fused": fused_bar(rows, compile_times),
             "warmup_epochs": warmup, "reference_nets": REFERENCE_NETS, "providers": list(runners), "skipped": skipped,
             "work_per_network_epoch": instruments.work_per_network_epoch(ARCH, X.shape[0]), "ceilings": ceilings,
             "traffic": traffic, "agreement": check, "bar_G8192": performance_bar(rows), "rows": rows, "profile": prof}
@@ -302,8 +481,17 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup-epochs", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="smoke run: G = 1, 64, 1024, 20 epochs (seconds)")
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                    help="every provider's dtype (jax: jax_enable_x64 for float64)")
+    ap.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=None,
+                    help="measure the fused CPU program's cold/warm compile in two fresh processes "
+                         "(default: on, off with --quick)")
     ap.add_argument("--profile", type=int, metavar="G", help="also profile every provider at this G")
     args = ap.parse_args(argv)
+    global DTYPE
+    DTYPE = getattr(torch, args.dtype)
+    if args.compile_times is None:
+        args.compile_times = not args.quick
     device = harness.device(args, ap)
     try:
         chosen, skipped = PROVIDERS.select(args.providers.split(",") if args.providers else None, device)
@@ -321,7 +509,7 @@ def main(argv=None) -> int:
     report(rec, env, device)
     # The file name says what differs from the default run: G list, thread count, --quick.
     tag = (("-G" + "_".join(map(str, args.G))) if args.G else "") + (f"-{args.threads}t" if args.threads else "") \
-        + ("-quick" if args.quick else "")
+        + ("-float64" if args.dtype == "float64" else "") + ("-quick" if args.quick else "")
     path = harness.write_json(args.out, "train", env, rec, script=__file__, argv=argv, tag=tag)
     print(f"\nwrote {path}")
     return 0

@@ -1,10 +1,12 @@
 """How ``bench_train.py`` trains G lab networks, one class per provider (its ``PROVIDERS`` table
-names them): the lab's per-network loop, ``fastmlp.train``, and the two baselines written here,
-plain bmm and PyTorch's ``torch.func`` ensembling idiom.
+names them): the lab's per-network loop, ``fastmlp.train``, the one-launch CPU program
+(``fastmlp.program_numba``), and the baselines written here: plain bmm, PyTorch's ``torch.func``
+ensembling idiom and JAX's ``jit(lax.scan(vmap(value_and_grad)))``.
 
-Each: ``prepare(pop, x, y)`` -> state (untimed; copies the initial weights), ``run(state, epochs)``
--> final loss [G'] (timed), ``nets(state)`` -> how many networks ran, ``weights(state)`` ->
-[G', n_in, n_out] per layer (the agreement check).
+Each: ``prepare(pop, x, y)`` -> state (untimed; copies the initial weights), ``ready(state, epochs)``
+(untimed: compiles what a run of ``epochs`` needs), ``run(state, epochs)`` -> final loss [G']
+(timed), ``nets(state)`` -> how many networks ran, ``weights(state)`` -> [G', n_in, n_out] per
+layer (the agreement check).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ class Runner:
 
     def nets(self, state) -> int:
         return len(state["pop"]) if "pop" in state else state["G"]
+
+    def ready(self, state, epochs: int) -> None:
+        """Whatever a run of ``epochs`` epochs compiles, done untimed (default: nothing)."""
 
 
 class ReferenceLoop(Runner):
@@ -159,3 +164,135 @@ class FuncEnsemble(Runner):
 
     def weights(self, state):
         return [state["params"][k].transpose(1, 2) for k in state["keys"]]
+
+
+def _forward_loss(pop, x, y) -> torch.Tensor:
+    """MSE [G] of the population's current parameters on shared x, y (torch ops)."""
+    z = x
+    for w, b, act in zip(pop.weights, pop.biases, pop.arch.acts):
+        z = torch.matmul(z, w) + b.unsqueeze(-2)
+        z = torch.tanh(z) if act == "tanh" else torch.sigmoid(z)
+    return ((z - y) ** 2).mean(dim=(-2, -1))
+
+
+def fused_cpu_via() -> str:
+    """How the fused CPU provider trains: ``"train"`` (``fastmlp.train(backend="fused")``) once
+    the fused backend takes the CPU, else ``"launcher"`` (``program_numba.fused_train``)."""
+    from fastmlp import engine
+
+    return "train" if engine.get_backend("fused").unavailable(torch.device("cpu")) is None else "launcher"
+
+
+class FusedCpu(Runner):
+    """The one-launch training program on the CPU (numba, one network per SIMD lane).
+
+    Through ``fastmlp.train(..., backend="fused")`` when the engine runs it on the CPU; until then
+    the launcher directly, with what ``train`` would do around it, all timed: pack the parameters
+    ([P, G]), one launch for every epoch (loss recorded every epoch), unpack, final loss."""
+
+    def __init__(self, lr: float):
+        super().__init__(lr)
+        self.via = fused_cpu_via()
+
+    def prepare(self, pop, x, y):
+        return {"pop": pop.clone(), "x": x, "y": y}
+
+    def run(self, state, epochs):
+        pop, x, y = state["pop"], state["x"], state["y"]
+        if self.via == "train":
+            return fastmlp.train(x, y, pop, epochs, self.lr, backend="fused", progress=False).final_loss
+        from fastmlp import program_numba
+
+        G, arch = len(pop), pop.arch
+        packed = arch.pack(pop.weights, pop.biases)
+        lr = torch.full((G,), self.lr, dtype=packed.dtype)
+        active = torch.ones(G, dtype=torch.int8)
+        history = torch.empty(epochs, G, dtype=packed.dtype)
+        program_numba.fused_train(x, y, packed, lr, active, history, pop.sizes, epochs)
+        arch.unpack_into(packed, pop.weights, pop.biases)
+        with torch.no_grad():
+            return _forward_loss(pop, x, y)
+
+    def weights(self, state):
+        return [w.contiguous() for w in state["pop"].weights]
+
+
+class JaxScan(Runner):
+    """JAX's idiom: ``jax.jit`` of a ``lax.scan`` over epochs of ``vmap`` over networks of
+    ``value_and_grad`` of the MSE, SGD in the scan body.  The weights are the population's
+    (Glorot, seeds 0..G-1), copied.  ``ready`` compiles (``jit(...).lower(...).compile()``) for
+    the population's shapes and the epoch count; ``compile_s[(G, epochs)]`` keeps its time."""
+
+    def __init__(self, lr: float, dtype: torch.dtype):
+        super().__init__(lr)
+        import jax
+
+        if dtype == torch.float64:
+            jax.config.update("jax_enable_x64", True)
+        self.dtype = dtype
+        self.compile_s: dict = {}
+        self._fns: dict = {}
+
+    def prepare(self, pop, x, y):
+        import jax.numpy as jnp
+        import numpy as np
+
+        def arr(t):
+            a = jnp.asarray(np.ascontiguousarray(t.detach().cpu().numpy()))
+            assert a.dtype == np.dtype(str(self.dtype).removeprefix("torch.")), "jax_enable_x64 is off"
+            return a
+
+        params = [(arr(w), arr(b)) for w, b in zip(pop.weights, pop.biases)]  # [G, in, out], [G, out]
+        return {"params": params, "out": params, "x": arr(x), "y": arr(y), "G": len(pop),
+                "acts": tuple(pop.arch.acts)}
+
+    def _compiled(self, state, epochs: int):
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+
+        key = (state["G"], epochs, state["acts"])
+        if key in self._fns:
+            return self._fns[key]
+        acts, lr = state["acts"], self.lr
+
+        def loss(p, x, y):
+            z = x
+            for (w, b), act in zip(p, acts):
+                z = z @ w + b
+                z = jnp.tanh(z) if act == "tanh" else jax.nn.sigmoid(z)
+            return jnp.mean((z - y) ** 2)
+
+        step = jax.vmap(jax.value_and_grad(loss), in_axes=(0, None, None))
+
+        def train(p, x, y):
+            def epoch(p, _):
+                l, g = step(p, x, y)
+                return jax.tree_util.tree_map(lambda a, ga: a - lr * ga, p, g), l
+
+            p, history = lax.scan(epoch, p, None, length=epochs)
+            return p, history, jax.vmap(loss, in_axes=(0, None, None))(p, x, y)
+
+        import time
+
+        t0 = time.perf_counter()
+        fn = jax.jit(train).lower(state["params"], state["x"], state["y"]).compile()
+        self.compile_s[(state["G"], epochs)] = time.perf_counter() - t0
+        self._fns[key] = fn
+        return fn
+
+    def ready(self, state, epochs):
+        self._compiled(state, epochs)
+
+    def run(self, state, epochs):
+        import numpy as np
+
+        params, _history, final = self._compiled(state, epochs)(state["params"], state["x"], state["y"])
+        final.block_until_ready()
+        state["out"] = params
+        return torch.from_numpy(np.asarray(final).copy())
+
+    def weights(self, state):
+        import numpy as np
+
+        return [torch.from_numpy(np.asarray(w).copy()) for w, _ in state["out"]]

@@ -114,3 +114,35 @@ def test_harness_providers_environment_table_and_writer(tmp_path):
     data = json.loads(path.read_text())
     assert data["command"] == "python bench/demo.py --x 1" and data["rows"] == [1]
     assert "loadavg_end" in data["environment"]
+
+
+def test_bench_train_fused_cpu_and_jax_providers(tmp_path):
+    """The fused CPU and JAX providers in a smoke run: fused-cpu runs where numba imports (with its
+    cold/warm compile probe); jax runs where JAX imports, else it is reported as not run."""
+    pytest.importorskip("numba")
+    stdout = _run(["bench/bench_train.py", "--quick", "--G", "1,64", "--providers", "torch,bmm,fused-cpu,jax",
+                   "--compile-times"], tmp_path, timeout=600)
+    assert "fused-cpu/fastest peer" in stdout and "fused-cpu compile time" in stdout
+    data = _record(tmp_path, "train-*-G1_64-quick.json")
+    ran = {r["provider"] for r in data["rows"]}
+    assert {"torch", "bmm", "fused-cpu"} <= ran
+    assert all(c["ok"] for c in data["agreement"]), data["agreement"]
+    assert {"cold", "warm"} <= set(data["fused_compile"]), data["fused_compile"]
+    assert set(data["bar_fused"]) >= {"1", "64"}  # JSON keys
+    try:
+        import jax  # noqa: F401
+    except Exception:  # noqa: BLE001
+        assert "import jax failed" in data["skipped"]["jax"]
+    else:
+        assert "jax" in ran and all(r["compile_s"] > 0 for r in data["rows"] if r["provider"] == "jax")
+
+
+def test_roofline_cpu_counts_the_fused_program(tmp_path):
+    pytest.importorskip("numba")
+    stdout = _run(["bench/roofline_cpu.py", "--dtype", "float32", "--measure-G", "0"], tmp_path)
+    assert "45 activations" in stdout
+    (r,) = _record(tmp_path, "roofline-cpu-*-2_5_3_1-N5.json")["rows"]
+    assert r["one_epoch_per_iteration"] and r["lanes_per_iteration"] in (8, 16)
+    # No fewer FMA lane-ops than the work's multiply-adds (less what mul/add/sub may carry).
+    ops = r["lane_ops_per_network_epoch"]
+    assert ops["fma"] + ops["mul"] + ops["add/sub"] >= 407 and ops["div"] == 45
