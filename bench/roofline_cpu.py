@@ -239,6 +239,7 @@ def main(argv=None) -> int:
     ap.add_argument("--measure-epochs", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, help="torch.set_num_threads for the timed run (default: torch's)")
+    ap.add_argument("--tag", default="", help="appended to the result file's name (e.g. the commit measured)")
     ap.add_argument("--asm", help="also write the assembly here (float32 when --dtype both)")
     args = ap.parse_args(argv)
     # numba keeps no assembly for code loaded from its disk cache: compile afresh, in a new
@@ -310,7 +311,7 @@ def main(argv=None) -> int:
                   f"{m['cycles_per_network_epoch_per_core']:.0f} cycles per network-epoch per core at {mhz:.0f} MHz "
                   f"({m['cycles_per_network_epoch_per_core'] * r['lanes_per_iteration']:.0f} per hot-loop iteration), "
                   f"load {m['loadavg']}")
-    tag = f"-{'_'.join(map(str, sizes))}-N{N}" + (f"-{args.threads}t" if args.threads else "")
+    tag = f"-{'_'.join(map(str, sizes))}-N{N}" + (f"-{args.threads}t" if args.threads else "") + args.tag
     path = harness.write_json(args.out, "roofline-cpu", env, {"rows": rows}, script=__file__, argv=argv, tag=tag)
     print(f"\nwrote {path}")
     return 0
