@@ -103,7 +103,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     if max_bytes is not None:
         max_bytes = check_int("max_bytes", max_bytes, 1)
     shared = x.dim() == 2 and y.dim() == 2
-    chosen = select_backend(backend, device, Problem(arch, N, shared, dtype))
+    chosen = select_backend(backend, device, Problem(arch, N, shared, dtype, G, epochs))
     shard = distributed.current()
     lo, hi = shard.bounds(G) if shard is not None else (0, G)
     chunk = plan_chunks(arch, max(hi - lo, 1), N, epochs, dtype.itemsize, device, x_per_network=x.dim() == 3,

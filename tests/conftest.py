@@ -11,6 +11,9 @@ import torch
 # set here, before any test module imports fastmlp.kernels.  An explicit setting wins.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The CLI compiles the CPU fused program in a detached process when auto passes it over for
+# its cold compile; tests that want it (tests/test_backends.py) turn it back on.
+os.environ.setdefault("FASTMLP_BACKGROUND_COMPILE", "0")
 
 # One table of tolerances (relative): a tolerance loose enough to hide a bug is a bug.
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}

@@ -102,16 +102,17 @@ def test_a_named_backend_outside_its_limits_names_the_limit_and_the_fallback(toy
     assert not (tmp_path / "s" / "configs").exists() or not any((tmp_path / "s" / "configs").iterdir())
 
 
-def test_auto_order_is_the_registry_order():
+def test_auto_order_is_the_registry_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))  # no compiled fused program: a small run is not worth one
     cpu = torch.device("cpu")
-    lab = Problem(Architecture([2, 5, 3, 1]), 5, True, torch.float32)
-    assert select_backend("auto", cpu, lab).name == "torch"  # auto never picks the interpreter
+    lab = Problem(Architecture([2, 5, 3, 1]), 5, True, torch.float32, G=64, epochs=100)
+    assert select_backend("auto", cpu, lab).name == "torch"
     toy = engine.register(Toy(), before="torch")
     try:
         toy.auto_devices = ("cpu",)
         assert engine.names() == ("auto", "fused", "triton", "toy", "torch")
         assert select_backend("auto", cpu, lab).name == "torch"  # width 5: outside the toy's limits
-        small = Problem(Architecture([2, 3, 1]), 5, True, torch.float32)
+        small = Problem(Architecture([2, 3, 1]), 5, True, torch.float32, G=64, epochs=100)
         assert select_backend("auto", cpu, small).name == "toy"
     finally:
         engine.unregister("toy")

@@ -10,7 +10,8 @@ import torch
 from fastmlp.cli import main
 
 
-def test_train_writes_run_folder(tmp_path, capsys):
+def test_train_writes_run_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "cache"))  # nothing compiled: auto is the torch engine
     out = tmp_path / "run"
     assert main(["train", "--seeds", "16", "--epochs", "300", "--eps", "0.15", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out

@@ -1,11 +1,12 @@
-"""The one-launch training kernels (backend='fused') against the torch engine and the reference.
+"""The one-launch training program (backend='fused') against the torch engine and the reference.
 
-Two kernels serve backend='fused': the generated one-register-per-weight kernel
+Three programs serve backend='fused': on CUDA the generated one-register-per-weight kernel
 (kernels/fused_unrolled.py, the launcher's pick when a network fits a thread) and the tile
-kernel (kernels/fused_train.py, everything else within the limits).  Every numerical test
-runs on both (the ``variant`` fixture).  Without a GPU they run in Triton's interpreter
-(tests/conftest.py sets TRITON_INTERPRET=1); tests/aot_fused.py compiles them for sm_80 and
-sm_90 and reports registers and spills.
+kernel (kernels/fused_train.py, everything else within the limits); on the CPU the same
+generated program compiled by numba (fastmlp/program_numba.py).  Every numerical test runs
+on all three (the ``target`` fixture).  Without a GPU the Triton kernels run in Triton's
+interpreter (tests/conftest.py sets TRITON_INTERPRET=1) and the numba program natively;
+tests/aot_fused.py compiles the kernels for sm_80 and sm_90 and reports registers and spills.
 """
 import json
 import os
@@ -16,8 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from types import SimpleNamespace
+
+from fastmlp import Population, program_numba, train
 from fastmlp.architecture import Architecture
-from fastmlp import Population, train
+from fastmlp.engine import get_backend
 from fastmlp.reference import train as reference_train
 from tests.conftest import assert_rel_close, five_points
 
@@ -41,14 +45,29 @@ CASES = [  # (sizes, N): the lab network, widths 1, 3, 5, depth 0..4
 ]
 
 
-@pytest.fixture(params=["unrolled", "tiles"])
-def variant(request, monkeypatch):
-    """Run the test on one kernel: the fused backend's ``variant`` forces it in train(), and
-    tests that launch fused_train themselves pass it on."""
-    from fastmlp.engine import get_backend
+@pytest.fixture(params=["unrolled", "tiles", "numba"])
+def target(request, monkeypatch):
+    """Run the test on one program: the fused backend's ``target`` and ``variant`` force it in
+    train(); tests that launch a program themselves call ``target.launch`` (its launcher with
+    the forced variant)."""
+    numba = request.param == "numba"
+    if numba:
+        pytest.importorskip("numba", reason="the CPU target needs numba")
+        if CUDA:
+            pytest.skip("the numba target trains CPU populations")
+    backend = get_backend("fused")
+    monkeypatch.setattr(backend, "target", "numba" if numba else "triton")
+    monkeypatch.setattr(backend, "variant", None if numba else request.param)
+    launcher = program_numba if numba else fk
+    kw = {} if numba else {"variant": request.param}
+    return SimpleNamespace(name=request.param, triton=not numba, launcher=launcher,
+                           launch=lambda *args, **more: launcher.fused_train(*args, **kw, **more))
 
-    monkeypatch.setattr(get_backend("fused"), "variant", request.param)
-    return request.param
+
+@pytest.fixture(autouse=True)
+def _triton_target_by_default(monkeypatch):
+    """Tests without the fixture run the Triton kernels (in the interpreter on a CPU)."""
+    monkeypatch.setattr(get_backend("fused"), "target", "triton")
 
 
 def _data(sizes, N, seed=0):
@@ -59,7 +78,7 @@ def _data(sizes, N, seed=0):
 
 
 @pytest.mark.parametrize("sizes,N", CASES, ids=[f"N{n}-" + "x".join(map(str, s)) for s, n in CASES])
-def test_fused_matches_torch_engine_and_reference(sizes, N, variant):
+def test_fused_matches_torch_engine_and_reference(sizes, N, target):
     assert fk.variant(sizes, N) == "unrolled"  # the rule's pick for every case; the fixture may force tiles
     G, epochs, lr = 3, 30, torch.tensor([0.25, 0.5, 1.0])
     x, y = _data(sizes, N)
@@ -80,38 +99,43 @@ def test_fused_matches_torch_engine_and_reference(sizes, N, variant):
             assert_rel_close(fused.weights[l][i], layer.get_weight(), msg=f"W{l} of network {i} vs reference")
 
 
-def test_backend_variant_reaches_the_launcher(variant, monkeypatch):
-    seen, real = [], fk.kernel_for
-    monkeypatch.setattr(fk, "kernel_for", lambda sizes, N, force=None: seen.append(fk.variant(sizes, N, force))
-                        or real(sizes, N, force))
+def test_backend_target_reaches_the_launcher(target, monkeypatch):
+    calls, real = [], target.launcher.fused_train
+    monkeypatch.setattr(target.launcher, "fused_train", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    if target.triton:
+        seen, real_kernel = [], fk.kernel_for
+        monkeypatch.setattr(fk, "kernel_for", lambda sizes, N, force=None: seen.append(fk.variant(sizes, N, force))
+                            or real_kernel(sizes, N, force))
     x, y = five_points()
     train(x, y, Population([2, 5, 3, 1], 2, device=DEV), 2, 0.25, backend="fused")
-    assert seen == [variant]
+    assert len(calls) == 1
+    if target.triton:
+        assert seen == [target.name]
 
 
-def test_launcher_writes_every_output(variant):
+def test_launcher_writes_every_output(target):
     # Direct launch with NaN-poisoned outputs: every recorded loss must be written.
-    sizes, N, G, epochs = [2, 5, 3, 1], 5, 5, 12
+    sizes, G, epochs = [2, 5, 3, 1], 5, 12
     x, y = five_points()
     pop = Population(sizes, G, device=DEV)
-    packed = fk.pack(pop.weights, pop.biases)
+    packed = pop.arch.pack(pop.weights, pop.biases)
     before = packed.clone()
     active = torch.ones(G, dtype=torch.int8, device=DEV)
     loss = torch.full((epochs // 3, G), float("nan"), device=DEV)
-    fk.fused_train(x.to(DEV), y.to(DEV), packed, torch.full((G,), 0.25, device=DEV), active, loss, sizes, epochs,
-                   record_every=3, variant=variant)
+    target.launch(x.to(DEV), y.to(DEV), packed, torch.full((G,), 0.25, device=DEV), active, loss, sizes, epochs,
+                  record_every=3)
     assert torch.isfinite(loss).all() and not torch.equal(packed, before)
     ref = Population(sizes, G, device=DEV)
     r = train(x, y, ref, epochs, 0.25, backend="torch")
     assert_rel_close(loss, r.losses.t()[::3])
     unpacked = Population(sizes, G, device=DEV)
-    fk.unpack_into(packed, unpacked.weights, unpacked.biases)
+    pop.arch.unpack_into(packed, unpacked.weights, unpacked.biases)
     for a, b in zip(unpacked.weights + unpacked.biases, ref.weights + ref.biases):
         assert_rel_close(a, b)
 
 
-def test_float64(variant):
-    sizes, N = [2, 5, 3, 1], 5
+def test_float64(target):
+    sizes = [2, 5, 3, 1]
     x, y = five_points()
     a = Population(sizes, 2, dtype=torch.float64, device=DEV)
     b = Population(sizes, 2, dtype=torch.float64, device=DEV)
@@ -123,7 +147,7 @@ def test_float64(variant):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, on purpose
-def test_divergence_is_isolated_and_frozen(variant):
+def test_divergence_is_isolated_and_frozen(target):
     x, y = five_points()
     G, bad = 4, 2
     pop, clean = Population([2, 5, 3, 1], G, device=DEV), Population([2, 5, 3, 1], G, device=DEV)
@@ -172,7 +196,8 @@ def test_limits_name_the_limit_and_the_fallback():
 
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU rules")
-def test_auto_on_cpu_is_torch_and_fused_needs_the_interpreter(monkeypatch):
+def test_auto_on_cpu_is_torch_and_fused_needs_the_interpreter(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))  # nothing compiled, a small run: the torch engine
     x, y = five_points()
     assert train(x, y, Population([2, 5, 3, 1], 2), 1, 0.1).backend == "torch"
     monkeypatch.setenv("TRITON_INTERPRET", "0")
@@ -180,11 +205,13 @@ def test_auto_on_cpu_is_torch_and_fused_needs_the_interpreter(monkeypatch):
         train(x, y, Population([2, 5, 3, 1], 2), 1, 0.1, backend="fused")
 
 
-def test_several_programs_and_a_partial_last_block(variant):
+def test_several_programs_and_a_partial_last_block(target):
     # G = 130: programs of 128 networks (the tile kernel's lab block too), the last one with
-    # 2 live lanes; each network's row of the packed buffer must go to its own program.
+    # 2 live lanes; each network's row of the packed buffer must go to its own program (on
+    # the CPU: 9 blocks of 16 lanes, the last padded).
     sizes, G = [2, 5, 3, 1], 130
-    assert fk.config(sizes, 5, G=G, variant=variant)["BLOCK_G"] == 128
+    if target.triton:
+        assert fk.config(sizes, 5, G=G, variant=target.name)["BLOCK_G"] == 128
     x, y = five_points()
     lr = torch.linspace(0.1, 1.0, G)
     a, b = Population(sizes, G, device=DEV), Population(sizes, G, device=DEV)
@@ -195,7 +222,7 @@ def test_several_programs_and_a_partial_last_block(variant):
         assert_rel_close(p, q)
 
 
-def test_more_samples_than_unrolled_run_a_sample_loop(variant):
+def test_more_samples_than_unrolled_run_a_sample_loop(target):
     # N > UNROLL_SAMPLES: the generated kernel peels sample 0 and loops over the others.
     sizes, N = [2, 3, 1], fu.UNROLL_SAMPLES + 3
     assert fk.variant(sizes, N) == "unrolled"
@@ -209,7 +236,7 @@ def test_more_samples_than_unrolled_run_a_sample_loop(variant):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_launch_passes_no_python_floats(variant, dtype, monkeypatch):
+def test_launch_passes_no_python_floats(dtype, monkeypatch):
     # Compiled Triton types a Python float argument as float32: the loss and gradient
     # scales must reach the kernel as a tensor of the parameters' dtype.
     launched = []
@@ -222,13 +249,15 @@ def test_launch_passes_no_python_floats(variant, dtype, monkeypatch):
     sizes, N, G = [2, 5, 3, 1], 5, 3
     x, y = (t.to(dtype) for t in five_points())
     pop = Population(sizes, G, dtype=dtype)
-    fk.fused_train(x, y, fk.pack(pop.weights, pop.biases), torch.full((G,), 0.25, dtype=dtype),
-                   torch.ones(G, dtype=torch.int8), torch.empty(4, G, dtype=dtype), sizes, 4, variant=variant)
-    (args,) = launched
-    assert not any(isinstance(a, float) for a in args)
-    (scales,) = [a for a in args if isinstance(a, torch.Tensor) and a.numel() == 2]
-    assert scales.dtype == dtype and scales.tolist() == [torch.tensor(0.2, dtype=dtype).item(),
-                                                         torch.tensor(0.4, dtype=dtype).item()]
+    for variant in ("unrolled", "tiles"):
+        fk.fused_train(x, y, pop.arch.pack(pop.weights, pop.biases), torch.full((G,), 0.25, dtype=dtype),
+                       torch.ones(G, dtype=torch.int8), torch.empty(4, G, dtype=dtype), sizes, 4, variant=variant)
+    assert len(launched) == 2
+    for args in launched:
+        assert not any(isinstance(a, float) for a in args)
+        (scales,) = [a for a in args if isinstance(a, torch.Tensor) and a.numel() == 2]
+        assert scales.dtype == dtype and scales.tolist() == [torch.tensor(0.2, dtype=dtype).item(),
+                                                             torch.tensor(0.4, dtype=dtype).item()]
 
 
 def test_unrolled_rule_and_forced_variants():
@@ -360,3 +389,56 @@ def test_fused_at_scale_cuda(fast, kernel):
         torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-4)
     else:
         assert_rel_close(loss, expected)
+
+
+# -- backend="auto" on the CPU: the cold compile weighed against the torch engine ---------
+@pytest.mark.skipif(CUDA, reason="checks the CPU rules")
+def test_auto_on_cpu_takes_the_fused_program_once_it_is_cached(monkeypatch, tmp_path):
+    pytest.importorskip("numba", reason="the CPU target needs numba")
+    from fastmlp.engine import Problem, select_backend
+
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(get_backend("fused"), "target", None)  # by device: numba on the CPU
+    arch, cpu = Architecture([1, 1]), torch.device("cpu")
+    small = Problem(arch, 1, True, torch.float32, G=64, epochs=100)
+    # the torch engine would need ~2 x COLD_COMPILE_S for this many parameter-epochs
+    huge = Problem(arch, 1, True, torch.float32, G=2**22, epochs=10**4)
+    assert select_backend("auto", cpu, small).name == "torch"
+    assert select_backend("auto", cpu, huge).name == "fused"
+    assert not program_numba.is_cached((1, 1), 1, "float32")
+    program_numba.compiled((1, 1), 1, "float32")
+    assert program_numba.is_cached((1, 1), 1, "float32")
+    assert select_backend("auto", cpu, small).name == "fused"
+    # per-network data or float16 stay with the torch engine, cached or not
+    assert select_backend("auto", cpu, Problem(arch, 1, False, torch.float32, 64, 100)).name == "torch"
+    x, y = torch.tensor([[0.5]]), torch.tensor([[1.0]])
+    a, b = Population([1, 1], 64), Population([1, 1], 64)
+    ra, rb = train(x, y, a, 100, 0.5), train(x, y, b, 100, 0.5, backend="torch")
+    assert ra.backend == "fused"
+    assert_rel_close(ra.losses, rb.losses)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU rules")
+def test_cli_compiles_in_the_background_for_the_next_run(monkeypatch, tmp_path, capsys):
+    # The first `fastmlp train` of a small problem runs the torch engine and starts a detached
+    # compile; once it is in the cache, the same command runs the fused program.
+    import json
+    import time
+
+    pytest.importorskip("numba", reason="the CPU target needs numba")
+    from fastmlp.cli import main
+
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "1")
+    monkeypatch.setattr(get_backend("fused"), "target", None)
+    argv = ["train", "--hidden", "none", "--seeds", "64", "--epochs", "50", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    assert "compiling for this architecture in the background" in capsys.readouterr().out
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["backend"] == "torch"
+    deadline = time.monotonic() + 240
+    while not program_numba.is_cached((2, 1), 5, "float32"):
+        assert time.monotonic() < deadline, "the background compile did not finish"
+        time.sleep(0.5)
+    assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    assert "background" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["backend"] == "fused"

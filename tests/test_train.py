@@ -47,7 +47,8 @@ def test_engine_matches_reference_networks(sizes, N, dtype):
     assert not result.diverged.any()
 
 
-def test_lab_run_result_fields(lab_data):
+def test_lab_run_result_fields(lab_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))  # nothing compiled, a small run: the torch engine
     x, _ = lab_data
     y = torch.tensor([1, 0, 0, 0, 0])  # the lab's int64 labels, shape [5]
     pop = Population([2, 5, 3, 1], 64)

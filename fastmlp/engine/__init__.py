@@ -27,7 +27,7 @@ from .base import (Backend, LayerBackend, LayerRun, Problem, Run, finite_loss, f
                    triton_interpreter)
 
 __all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "register", "unregister", "names",
-           "get_backend", "select_backend", "finite_loss", "finite_parameters", "triton_available",
+           "get_backend", "select_backend", "warm_up", "finite_loss", "finite_parameters", "triton_available",
            "triton_interpreter"]
 
 _REGISTRY: dict[str, Backend] = {}
@@ -71,13 +71,35 @@ def get_backend(name: str) -> Backend:
     return _REGISTRY[name]
 
 
+def _runs(b: Backend, device: _torch.device, problem: Problem | None) -> bool:
+    return b.unavailable(device) is None and (problem is None or b.limits(problem) is None)
+
+
 def _auto(device: _torch.device, problem: Problem | None, skip: str | None = None) -> Backend:
     for name, b in _REGISTRY.items():
         if name == skip or (b.auto_devices is not None and device.type not in b.auto_devices):
             continue
-        if b.unavailable(device) is None and (problem is None or b.limits(problem) is None):
+        if _runs(b, device, problem) and (problem is None or b.worth_it(problem, device)):
             return b
     return _REGISTRY["torch"]
+
+
+def warm_up(device, problem: Problem) -> list[str]:
+    """Ask every backend that ``"auto"`` would prefer for ``problem`` but passed over only
+    because of a one-off cost (:meth:`Backend.worth_it`) to prepare for the next run in the
+    background; returns the names of those that started (the CLI calls this after a run)."""
+    device = _torch.device(device)
+    started = []
+    for name, b in _REGISTRY.items():
+        if b.auto_devices is not None and device.type not in b.auto_devices:
+            continue
+        if not _runs(b, device, problem):
+            continue
+        if b.worth_it(problem, device):
+            break  # auto picks this one (or one before it): nothing to prepare
+        if b.warm_up(problem, device):
+            started.append(name)
+    return started
 
 
 def select_backend(backend: str, device, problem: Problem | None = None) -> Backend:

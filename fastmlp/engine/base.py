@@ -63,6 +63,8 @@ class Problem:
     N: int
     shared_data: bool  # x and y shared by all networks
     dtype: torch.dtype
+    G: int = 0  # networks and epochs of the run (0: not known), for backends that weigh a
+    epochs: int = 0  # one-off cost (a compile) against the work
 
 
 @runtime_checkable
@@ -99,6 +101,17 @@ class Backend:
     def limits(self, problem: Problem) -> str | None:
         """Why this backend cannot train ``problem`` ("a layer of width 40 (...)"), or None."""
         return None
+
+    def worth_it(self, problem: Problem, device: torch.device) -> bool:
+        """Whether ``"auto"`` should pick this backend for ``problem`` (it can run and takes it):
+        False when a one-off cost, such as a cold compile, would make the run slower than the
+        next backend in the auto order.  Never asked for a backend named explicitly."""
+        return True
+
+    def warm_up(self, problem: Problem, device: torch.device) -> bool:
+        """Start preparing, in the background, what would make :meth:`worth_it` true for the
+        next run of ``problem`` (a compile into the disk cache); True when something started."""
+        return False
 
     def start(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> Run:
         """Buffers for training ``pop`` (a chunk: a view of the user's population) on checked

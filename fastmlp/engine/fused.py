@@ -1,34 +1,78 @@
-"""The one-launch backend: ``kernels/fused_train.py`` trains a block of epochs per launch.
+"""The one-launch backend: one call trains a block of epochs of every network.
 
-Parameters are packed once into a ``[P, G]`` network-minor buffer; each block of epochs is
-one kernel launch that keeps every network's weights in registers; the population's
-tensors are written back between blocks only when the loop asks (the end, Ctrl-C).
-The kernels are imported when a run starts, so asking whether this backend takes a
-problem (``BACKEND.limits``) reads only the :class:`~fastmlp.architecture.Architecture`.
+The per-architecture training program (``fastmlp/program.py``) has two targets, chosen by
+the population's device:
 
-Limits: data shared by all networks, float32 / float64, and
-``Architecture.fused_limits`` (at most 4 hidden layers, widths up to 32, N up to 4096).
+=========  ============================================  ======================================
+target     runs on                                       rendered by
+=========  ============================================  ======================================
+triton     CUDA (CPU with ``TRITON_INTERPRET=1``,        ``kernels/fused_unrolled.py`` (and the
+           when ``target = "triton"`` is set)            tile kernel of ``kernels/fused_train.py``)
+numba      the CPU                                       ``fastmlp/program_numba.py``
+=========  ============================================  ======================================
+
+Parameters are packed once into a ``[P, G]`` network-minor buffer (``Architecture.pack``);
+each block of epochs is one call that keeps every network's weights in registers (a GPU
+thread's, or a SIMD lane's); the population's tensors are written back when the loop asks
+(the end, Ctrl-C).  The compiled code is imported when a run starts, so asking whether this
+backend takes a problem (``BACKEND.limits``) reads only the Architecture.
+
+Limits, both targets: data shared by all networks (the data are scalars every lane or
+thread reads), float32 / float64, and ``Architecture.fused_limits``: at most 4 hidden layers,
+widths up to 32, N up to 4096.  On a GPU the register file sets them; on the CPU the
+generated straight-line program (its size grows with N x parameters up to 16 samples)
+would take longer to compile than it saves past them.
 """
 from __future__ import annotations
 
 import torch
 
+import importlib.util
+import os
+import subprocess
+import sys
+
+from .. import program_numba
+from ..architecture import UNROLL_SAMPLES  # imports numba only when a program compiles
 from .base import Backend, Problem, finite_loss, finite_parameters
 from .torch import linear_act_fwd, output_delta
 from .triton import triton_unavailable
 
-__all__ = ["FusedRun", "FusedBackend", "BACKEND"]
+__all__ = ["FusedRun", "FusedBackend", "BACKEND", "TARGETS"]
+
+TARGETS = ("triton", "numba")
+
+# backend="auto" on the CPU weighs the numba target's cold compile against the torch engine:
+# it takes the fused backend when the program is in the disk cache, or when the torch engine
+# would need at least twice the compile time.  Measured on the 2-core dev box (lab network,
+# float32): a cold compile of COLD_COMPILE_S, the torch engine at ~4.4 M network-epochs/s
+# for 37 parameters at large G, i.e. TORCH_PARAM_EPOCHS_PER_S parameter-epochs per second.
+COLD_COMPILE_S = 15.0
+TORCH_PARAM_EPOCHS_PER_S = 1.6e8
+
+
+def numba_available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def _launcher(target: str):
+    """The module whose ``fused_train`` launches ``target``'s program (same contract)."""
+    if target == "triton":
+        from ..kernels import fused_train  # imports triton
+
+        return fused_train
+    return program_numba
 
 
 class FusedRun:
     """Packed parameters and launches for one chunk of networks (a :class:`~fastmlp.engine.base.Run`)."""
 
-    def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, variant: str | None = None):
-        from ..kernels import fused_train  # imports triton
-
-        self._fk, self.variant = fused_train, variant
+    def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, target: str = "triton",
+                 variant: str | None = None, threads: int | None = None):
+        self._fk, self.variant = _launcher(target), variant
+        self._kw = {"threads": threads} if target == "numba" and threads is not None else {}
         self.pop, self.x, self.y, self.lr = pop, x, y, lr
-        self.packed = fused_train.pack(pop.weights, pop.biases)
+        self.packed = pop.arch.pack(pop.weights, pop.biases)
         self.active_i8 = torch.ones(len(pop), dtype=torch.int8, device=pop.device)
         self._synced = True  # the population's tensors hold what `packed` holds
 
@@ -39,7 +83,7 @@ class FusedRun:
     def block(self, history_rows: torch.Tensor) -> None:
         """Train ``len(history_rows)`` epochs in one launch, recording every epoch's loss."""
         self._fk.fused_train(self.x, self.y, self.packed, self.lr, self.active_i8, history_rows, self.pop.sizes,
-                             history_rows.shape[0], variant=self.variant)
+                             history_rows.shape[0], variant=self.variant, **self._kw)
         self._synced = False
 
     def check_parameters(self) -> None:
@@ -47,7 +91,7 @@ class FusedRun:
 
     def write_back(self) -> None:
         if not self._synced:
-            self._fk.unpack_into(self.packed, self.pop.weights, self.pop.biases)
+            self.pop.arch.unpack_into(self.packed, self.pop.weights, self.pop.biases)
             self._synced = True
 
     def final_loss(self, out: torch.Tensor) -> None:
@@ -63,16 +107,35 @@ class FusedRun:
 
 class FusedBackend(Backend):
     name = "fused"
-    # Epochs per launch.  Overhead per launch: one parameter check and a progress update
-    # (bench/bench_train.py measures it against one launch for all epochs).
+    # Epochs per call.  Overhead per call: one parameter check and a progress update
+    # (bench/bench_train.py measures it against one call for all epochs).
     block_epochs = 250
-    auto_devices = ("cuda",)
-    # Which kernel: None picks by rule (the generated one-thread program when a network fits
-    # a thread, else the tile kernel); "unrolled" or "tiles" forces one (tests, benchmarks).
+    auto_devices = ("cuda", "cpu")
+    # The target: None picks by device (CUDA: triton, CPU: numba); "triton" on the CPU runs
+    # Triton's interpreter (TRITON_INTERPRET=1; the kernel tests do this).
+    target: str | None = None
+    # Which Triton kernel: None picks by rule (the generated one-thread program when a network
+    # fits a thread, else the tile kernel); "unrolled" or "tiles" forces one (tests, benchmarks).
     variant: str | None = None
+    # Threads of the numba target (None: torch.get_num_threads()); results do not depend on it.
+    threads: int | None = None
+
+    def target_for(self, device: torch.device) -> str:
+        if self.target is not None:
+            if self.target not in TARGETS:
+                raise ValueError(f"FusedBackend.target must be None or one of {TARGETS}, got {self.target!r}")
+            return self.target
+        return "triton" if device.type == "cuda" else "numba"
 
     def unavailable(self, device):
-        return triton_unavailable(device, "its one-launch kernels")
+        target = self.target_for(device)
+        if target == "triton":
+            return triton_unavailable(device, "its one-launch kernels")
+        if device.type != "cpu":
+            return f"runs its numba target on the CPU only, and the population is on {device}"
+        if not numba_available():
+            return "needs numba on the CPU (pip install numba)"
+        return None
 
     def limits(self, problem: Problem):
         if not problem.shared_data:
@@ -81,8 +144,35 @@ class FusedBackend(Backend):
             return f"{problem.dtype} parameters (the fused program takes float32 and float64)"
         return problem.arch.fused_limits(problem.N)
 
+    def _program(self, problem: Problem) -> tuple:
+        return (tuple(problem.arch.sizes), min(problem.N, UNROLL_SAMPLES + 1), str(problem.dtype).removeprefix("torch."))
+
+    def worth_it(self, problem: Problem, device: torch.device) -> bool:
+        target = self.target_for(device)
+        if target == "triton":
+            return device.type == "cuda"  # Triton's CPU interpreter is for tests, never auto's pick
+        if program_numba.is_cached(*self._program(problem)):
+            return True
+        torch_s = problem.G * problem.epochs * problem.arch.n_params / TORCH_PARAM_EPOCHS_PER_S
+        return torch_s >= 2 * COLD_COMPILE_S
+
+    def warm_up(self, problem: Problem, device: torch.device) -> bool:
+        """Compile the numba program into the disk cache in a detached process (the CLI's
+        ``fastmlp train`` asks after a run that auto gave to the torch engine), unless
+        ``FASTMLP_BACKGROUND_COMPILE=0``."""
+        if (self.target_for(device) != "numba" or os.environ.get("FASTMLP_BACKGROUND_COMPILE", "1") == "0"
+                or not numba_available()):
+            return False
+        sizes, n, dtype = self._program(problem)
+        if program_numba.is_cached(sizes, n, dtype):
+            return False
+        code = f"from fastmlp import program_numba as p; p.compiled({sizes!r}, {n}, {dtype!r})"
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        return True
+
     def start(self, pop, x, y, lr) -> FusedRun:
-        return FusedRun(pop, x, y, lr, self.variant)
+        return FusedRun(pop, x, y, lr, self.target_for(pop.device), self.variant, self.threads)
 
 
 BACKEND = FusedBackend()
