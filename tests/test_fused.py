@@ -23,7 +23,7 @@ from fastmlp import Population, program_numba, train
 from fastmlp.architecture import Architecture
 from fastmlp.engine import get_backend
 from fastmlp.reference import train as reference_train
-from tests.conftest import assert_rel_close, five_points
+from tests.conftest import RTOL, assert_rel_close, five_points
 
 fk = pytest.importorskip("fastmlp.kernels.fused_train", reason="needs triton")
 fu = pytest.importorskip("fastmlp.kernels.fused_unrolled", reason="needs triton")
@@ -180,6 +180,29 @@ def test_launches_in_blocks_of_epochs(monkeypatch):
     assert_rel_close(ra.losses, rb.losses)
 
 
+def test_ctrl_c_between_blocks_leaves_the_population_consistent(target, monkeypatch):
+    # Interrupted in the third call: the population holds exactly the parameters after the
+    # first two blocks (as a run of that many epochs), never a half-written mix.
+    monkeypatch.setattr(get_backend("fused"), "block_epochs", 4)
+    x, y = five_points()
+    calls, real = [], target.launcher.fused_train
+
+    def interrupted(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    pop, ref = Population([2, 5, 3, 1], 5, device=DEV), Population([2, 5, 3, 1], 5, device=DEV)
+    monkeypatch.setattr(target.launcher, "fused_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(x, y, pop, 20, 0.5, backend="fused")
+    monkeypatch.setattr(target.launcher, "fused_train", real)
+    train(x, y, ref, 8, 0.5, backend="fused")
+    for a, b in zip(pop.weights + pop.biases, ref.weights + ref.biases):
+        assert torch.equal(a, b)
+
+
 def test_limits_name_the_limit_and_the_fallback():
     # The fallback named is what backend="auto" picks for the problem: the per-layer kernels
     # on a GPU, the torch engine on the CPU (auto never picks the interpreter).
@@ -246,7 +269,7 @@ def test_launch_passes_no_python_floats(dtype, monkeypatch):
             return lambda *args, **meta: launched.append(args)
 
     monkeypatch.setattr(fk, "kernel_for", lambda *a: Capture())
-    sizes, N, G = [2, 5, 3, 1], 5, 3
+    sizes, G = [2, 5, 3, 1], 3
     x, y = (t.to(dtype) for t in five_points())
     pop = Population(sizes, G, dtype=dtype)
     for variant in ("unrolled", "tiles"):
@@ -389,6 +412,44 @@ def test_fused_at_scale_cuda(fast, kernel):
         torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-4)
     else:
         assert_rel_close(loss, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CUDA, reason="the numba target trains CPU populations")
+def test_fused_cpu_at_scale_2500_epochs():
+    # G = 65536 for the lab's 2500 epochs on the CPU program; the torch engine trains every
+    # 64th network (each network's numbers depend only on itself, so a subset is the same
+    # reference at 1/64 of the cost), in float32 and float64, and as on CUDA the networks
+    # whose two torch runs agree (losses and parameters) are compared (lr up to 2: a few are
+    # chaotic, and over 2500 epochs some weights drift along flat directions of the loss).
+    pytest.importorskip("numba", reason="the CPU target needs numba")
+    G, epochs, every = 65536, 2500, 64
+    x, y = five_points()
+    lr = torch.linspace(0.05, 2.0, G)
+    pop = Population([2, 5, 3, 1], G)
+    packed = pop.arch.pack(pop.weights, pop.biases)
+    active = torch.ones(G, dtype=torch.int8)
+    loss = torch.full((epochs, G), float("nan"))
+    program_numba.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], epochs)
+    seeds = pop.seeds[::every]
+    b = Population([2, 5, 3, 1], seeds)
+    c = b.to(dtype=torch.float64)
+    rb = train(x, y, b, epochs, lr[::every].clone(), backend="torch")
+    rc = train(x.double(), y.double(), c, epochs, lr[::every].double(), backend="torch")
+    def agree(t32, t64, tol):  # [g, ...] -> [g] bool: the two torch runs agree to tol (relative, scaled)
+        gap = (t32.double() - t64).abs() / (t64.abs() + t64.abs().max())
+        return (gap <= tol).flatten(1).all(dim=1)
+
+    # Measured (dev box): 93% of the networks pass both; 70% would pass 1e-6 on the parameters.
+    stable = agree(rb.losses, rc.losses, 1e-6)
+    for w32, w64 in zip(b.weights + b.biases, c.weights + c.biases):
+        stable &= agree(w32, w64, RTOL[torch.float32])
+    assert stable.float().mean() > 0.9, stable.float().mean()
+    assert_rel_close(loss.t()[::every][stable], rb.losses[stable], msg="G = 65536 loss curves vs torch engine")
+    trained = Population([2, 5, 3, 1], G)
+    pop.arch.unpack_into(packed, trained.weights, trained.biases)
+    for w, w_ref in zip(trained.weights + trained.biases, b.weights + b.biases):
+        assert_rel_close(w[::every][stable], w_ref[stable], msg="G = 65536 final parameters vs torch engine")
 
 
 # -- backend="auto" on the CPU: the cold compile weighed against the torch engine ---------

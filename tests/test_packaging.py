@@ -46,3 +46,25 @@ def test_cpu_path_works_without_triton():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_cpu_path_works_without_numba():
+    code = (
+        "import sys; sys.modules['numba'] = None\n"  # any `import numba` now fails
+        "import torch, fastmlp\n"
+        "from fastmlp import Population, train, datasets\n"
+        "x, y = datasets.five_points()\n"
+        "r = train(x, y, Population([2, 5, 3, 1], 8), 20, 0.25, backend='auto')\n"
+        "assert r.backend == 'torch', r.backend\n"
+        "from fastmlp.engine import get_backend\n"
+        "get_backend('fused').target = None\n"  # the CPU target, whatever TRITON_INTERPRET says
+        "try:\n"
+        "    train(x, y, Population([2, 5, 3, 1], 8), 20, 0.25, backend='fused')\n"
+        "except ValueError as e:\n"
+        "    assert 'pip install numba' in str(e) and \"backend='torch'\" in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('backend=fused without numba did not raise')\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -52,7 +52,11 @@ TORCH_PARAM_EPOCHS_PER_S = 1.6e8
 
 
 def numba_available() -> bool:
-    return importlib.util.find_spec("numba") is not None
+    """True when numba can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # a module entry set to None (blocked), or a broken one
+        return False
 
 
 def _launcher(target: str):
