@@ -45,9 +45,10 @@ TARGETS = ("triton", "numba")
 # backend="auto" on the CPU weighs the numba target's cold compile against the torch engine:
 # it takes the fused backend when the program is in the disk cache, or when the torch engine
 # would need at least twice the compile time.  Measured on the 2-core dev box (lab network,
-# float32): a cold compile of COLD_COMPILE_S, the torch engine at ~4.4 M network-epochs/s
-# for 37 parameters at large G, i.e. TORCH_PARAM_EPOCHS_PER_S parameter-epochs per second.
-COLD_COMPILE_S = 15.0
+# float32): a cold compile of 4.8 s plus ~1.3 s to import numba (COLD_COMPILE_S), the torch
+# engine at ~4.4 M network-epochs/s for 37 parameters at large G (TORCH_PARAM_EPOCHS_PER_S
+# parameter-epochs per second).  The lab network then crosses over at ~5e7 network-epochs.
+COLD_COMPILE_S = 6.0
 TORCH_PARAM_EPOCHS_PER_S = 1.6e8
 
 
