@@ -1,4 +1,5 @@
 """Packaging: kernels/ ships as fastmlp.kernels (editable and wheel); no triton needed on CPU."""
+import os
 import subprocess
 import sys
 import zipfile
@@ -28,7 +29,7 @@ def test_wheel_contains_fastmlp_kernels(tmp_path):
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
-def test_cpu_path_works_without_triton():
+def test_cpu_path_works_without_triton(tmp_path):
     code = (
         "import sys; sys.modules['triton'] = None\n"  # any `import triton` now fails
         "import torch, fastmlp\n"
@@ -44,11 +45,12 @@ def test_cpu_path_works_without_triton():
         "    raise SystemExit('backend=triton without triton did not raise')\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FASTMLP_CACHE_DIR": str(tmp_path)})  # nothing compiled: auto is torch
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_cpu_path_works_without_numba():
+def test_cpu_path_works_without_numba(tmp_path):
     code = (
         "import sys; sys.modules['numba'] = None\n"  # any `import numba` now fails
         "import torch, fastmlp\n"
@@ -66,5 +68,6 @@ def test_cpu_path_works_without_numba():
         "    raise SystemExit('backend=fused without numba did not raise')\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "FASTMLP_CACHE_DIR": str(tmp_path)})  # nothing compiled: auto is torch
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
