@@ -294,8 +294,14 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
 
 
 def source(sizes, N: int, dtype: str = "float32", cache: bool = True) -> str:
-    """The numba source of the program for ``sizes`` on ``N`` samples."""
-    return render(P.build(Architecture(tuple(int(s) for s in sizes)), int(N)), dtype, cache)
+    """The numba source of the program for ``sizes`` on ``N`` samples (rendered once per
+    process: ~12 ms for the lab network, and auto asks on every run)."""
+    return _source(tuple(int(s) for s in sizes), int(N), dtype, cache)
+
+
+@functools.lru_cache(maxsize=128)
+def _source(sizes: tuple, N: int, dtype: str, cache: bool) -> str:
+    return render(P.build(Architecture(sizes), N), dtype, cache)
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,6 +17,7 @@ file from another numba) is deleted, and the module rebuilt and recompiled.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -50,8 +51,15 @@ def _version(dist: str) -> str:
 
 def versions() -> dict:
     """What a compiled entry depends on besides its source (read without importing numba)."""
-    return {"fastmlp": __version__, "numba": _version("numba"), "llvmlite": _version("llvmlite"),
-            "python": "%d.%d" % sys.version_info[:2]}
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple:
+    # once per process: importlib.metadata parses the packages' METADATA files (~1 ms a
+    # call, and auto asks for the entry on every run)
+    return (("fastmlp", __version__), ("numba", _version("numba")), ("llvmlite", _version("llvmlite")),
+            ("python", "%d.%d" % sys.version_info[:2]))
 
 
 def entry(tag: str, src: str) -> Path:
@@ -72,9 +80,38 @@ def _manifest(path: Path):
         return None
 
 
+_INTACT: dict = {}  # entry -> the (name, size, mtime) of its files when last found intact
+
+
+def _signature(path: Path):
+    m = _manifest(path)
+    if m is None:
+        return None
+    try:
+        return tuple((str(p), st.st_size, st.st_mtime_ns) for p in
+                     [path, path.with_suffix(".ok"), *(path.parent / f for f in sorted(m["files"]))]
+                     for st in [p.stat()])
+    except (OSError, TypeError):
+        return None
+
+
 def valid(path: Path, src: str) -> bool:
     """Whether the entry at ``path`` is complete and intact: its manifest names the current
-    versions, the source is ``src``, and every listed numba file has its size and digest."""
+    versions, the source is ``src``, and every listed numba file has its size and digest.
+    Hashing the files costs ~10 ms, and auto asks on every run: an entry found intact is
+    trusted again while none of its files changed size or modification time."""
+    sig = _signature(path)
+    if sig is not None and _INTACT.get((path, src)) == sig:
+        return True
+    ok = _valid(path, src)
+    if ok:
+        _INTACT[(path, src)] = sig
+    else:
+        _INTACT.pop((path, src), None)
+    return ok
+
+
+def _valid(path: Path, src: str) -> bool:
     m = _manifest(path)
     if m is None or m.get("versions") != versions() or m.get("source") != hashlib.sha256(src.encode()).hexdigest():
         return False

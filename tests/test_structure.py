@@ -28,7 +28,7 @@ def _modules() -> dict[str, Path]:
 
 # Imports that may sit inside a function: optional dependencies, heavy to import or absent
 # (fastmlp.kernels imports triton).  Everything else of fastmlp's is imported at the top.
-LAZY_OK = ("triton", "matplotlib", "tqdm", "numba", "llvmlite", "fastmlp.kernels")
+LAZY_OK = ("triton", "matplotlib", "tqdm", "numba", "llvmlite", "numpy", "fastmlp.kernels")
 
 
 def _imports(path: Path, name: str, mods) -> list[tuple[str, bool]]:
