@@ -356,7 +356,17 @@ def module(sizes: tuple, N: int, dtype: str):
     An entry that is not intact (program_numba_cache.valid) is deleted and rebuilt; when the
     folder is not writable the module is compiled in memory instead."""
     tag = _tag(sizes, N, dtype)
-    return _cache.get(tag, source(sizes, N, dtype), lambda: source(sizes, N, dtype, cache=False), dtype)
+    mod = _cache.get(tag, source(sizes, N, dtype), lambda: source(sizes, N, dtype, cache=False), dtype)
+    _LOADED.add((sizes, N, dtype))
+    return mod
+
+
+_LOADED: set = set()  # programs compiled or loaded in this process
+
+
+def is_loaded(sizes, N: int, dtype: str) -> bool:
+    """Whether this process holds the compiled program already (a call costs nothing more)."""
+    return (tuple(int(s) for s in sizes), int(N), dtype) in _LOADED
 
 
 _POOL: list = [None]  # the worker threads (one fewer than the most asked for: the caller works too)

@@ -459,16 +459,27 @@ def test_auto_on_cpu_takes_the_fused_program_once_it_is_cached(monkeypatch, tmp_
     from fastmlp.engine import Problem, select_backend
 
     monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(get_backend("fused"), "target", None)  # by device: numba on the CPU
+    fused = get_backend("fused")
+    monkeypatch.setattr(fused, "target", None)  # by device: numba on the CPU
     arch, cpu = Architecture([1, 1]), torch.device("cpu")
-    small = Problem(arch, 1, True, torch.float32, G=64, epochs=100)
-    # the torch engine would need ~2 x COLD_COMPILE_S for this many parameter-epochs
+    small = Problem(arch, 1, True, torch.float32, G=64, epochs=100)  # 12800 parameter-epochs
+    # Not compiled: a cold compile (5 s) dwarfs the torch engine's estimate for the small run,
+    # not for one of 2**22 x 10**4 x 2 parameter-epochs (~500 s on the torch engine).
     huge = Problem(arch, 1, True, torch.float32, G=2**22, epochs=10**4)
     assert select_backend("auto", cpu, small).name == "torch"
     assert select_backend("auto", cpu, huge).name == "fused"
+    # A slow torch engine (a stand-in for a bigger run): now loading a cached program would
+    # pay, compiling one would not.
+    monkeypatch.setattr(fused, "torch_param_epochs_per_s", 12800 / 1.0)  # the small run: 1 s
     assert not program_numba.is_cached((1, 1), 1, "float32")
-    program_numba.compiled((1, 1), 1, "float32")
-    assert program_numba.is_cached((1, 1), 1, "float32")
+    assert select_backend("auto", cpu, small).name == "torch"  # 5 s compile > 1 s
+    program_numba.module.cache_clear()  # compiled below in a child: this process must load it
+    subprocess.run([sys.executable, "-c", "from fastmlp import program_numba as p; p.compiled((1, 1), 1, 'float32')"],
+                   check=True, timeout=300, env={**os.environ, "FASTMLP_CACHE_DIR": str(tmp_path)})
+    assert program_numba.is_cached((1, 1), 1, "float32") and not program_numba.is_loaded((1, 1), 1, "float32")
+    assert select_backend("auto", cpu, small).name == "fused"  # load 0.35 s < 1 s
+    monkeypatch.setattr(fused, "torch_param_epochs_per_s", 1.6e8)
+    program_numba.compiled((1, 1), 1, "float32")  # now in this process: no fixed cost left
     assert select_backend("auto", cpu, small).name == "fused"
     # per-network data or float16 stay with the torch engine, cached or not
     assert select_backend("auto", cpu, Problem(arch, 1, False, torch.float32, 64, 100)).name == "torch"
@@ -491,7 +502,11 @@ def test_cli_compiles_in_the_background_for_the_next_run(monkeypatch, tmp_path, 
 
     monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("FASTMLP_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(get_backend("fused"), "target", None)
+    fused = get_backend("fused")
+    monkeypatch.setattr(fused, "target", None)
+    # A torch engine slow enough that the cached program pays for this run (64 x 50 x 3
+    # parameter-epochs in 1 s) and a cold compile does not.
+    monkeypatch.setattr(fused, "torch_param_epochs_per_s", 64 * 50 * 3 / 1.0)
     argv = ["train", "--hidden", "none", "--seeds", "64", "--epochs", "50", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
     assert "compiling for this architecture in the background" in capsys.readouterr().out

@@ -42,14 +42,7 @@ __all__ = ["FusedRun", "FusedBackend", "BACKEND", "TARGETS"]
 
 TARGETS = ("triton", "numba")
 
-# backend="auto" on the CPU weighs the numba target's cold compile against the torch engine:
-# it takes the fused backend when the program is in the disk cache, or when the torch engine
-# would need at least twice the compile time.  Measured on the 2-core dev box (lab network,
-# float32): a cold compile of 4.8 s plus ~1.3 s to import numba (COLD_COMPILE_S), the torch
-# engine at ~4.4 M network-epochs/s for 37 parameters at large G (TORCH_PARAM_EPOCHS_PER_S
-# parameter-epochs per second).  The lab network then crosses over at ~5e7 network-epochs.
-COLD_COMPILE_S = 6.0
-TORCH_PARAM_EPOCHS_PER_S = 1.6e8
+
 
 
 def numba_available() -> bool:
@@ -133,6 +126,19 @@ class FusedBackend(Backend):
     variant: str | None = None
     # Threads of the numba target (None: torch.get_num_threads()); results do not depend on it.
     threads: int | None = None
+    # backend="auto" on the CPU compares estimated times: the numba target pays numba's import
+    # (when not imported yet), a load from the disk cache or a cold compile (when the program is
+    # not in this process yet), then the program; the torch engine only its epochs.  Measured on
+    # the 2-core dev box, lab network, float32 (bench/README.md, Table 7): numba import after
+    # torch 0.3-0.5 s, load 0.34 s, cold compile 4.97 s, the program ~27 M network-epochs/s and
+    # the torch engine ~4.4 M at large G (less at small G: the estimate favours torch), in
+    # parameter-epochs per second below (37 parameters).  The lab network crosses over at
+    # ~4e6 network-epochs with the program cached, ~3e7 without.
+    numba_import_s: float = 0.5
+    load_s: float = 0.35
+    cold_compile_s: float = 5.0
+    program_param_epochs_per_s: float = 1.0e9
+    torch_param_epochs_per_s: float = 1.6e8
 
     def target_for(self, device: torch.device) -> str:
         if self.target is not None:
@@ -161,14 +167,20 @@ class FusedBackend(Backend):
     def _program(self, problem: Problem) -> tuple:
         return (tuple(problem.arch.sizes), min(problem.N, UNROLL_SAMPLES + 1), str(problem.dtype).removeprefix("torch."))
 
+    def _seconds(self, problem: Problem, cached: bool) -> tuple[float, float]:
+        """Estimated ``(numba target, torch engine)`` seconds for ``problem``."""
+        work = problem.G * problem.epochs * problem.arch.n_params
+        fixed = 0.0 if "numba" in sys.modules else self.numba_import_s
+        if not program_numba.is_loaded(*self._program(problem)):
+            fixed += self.load_s if cached else self.cold_compile_s
+        return fixed + work / self.program_param_epochs_per_s, work / self.torch_param_epochs_per_s
+
     def worth_it(self, problem: Problem, device: torch.device) -> bool:
         target = self.target_for(device)
         if target == "triton":
             return device.type == "cuda"  # Triton's CPU interpreter is for tests, never auto's pick
-        if program_numba.is_cached(*self._program(problem)):
-            return True
-        torch_s = problem.G * problem.epochs * problem.arch.n_params / TORCH_PARAM_EPOCHS_PER_S
-        return torch_s >= 2 * COLD_COMPILE_S
+        ours, torch_s = self._seconds(problem, program_numba.is_cached(*self._program(problem)))
+        return ours <= torch_s
 
     def warm_up(self, problem: Problem, device: torch.device) -> bool:
         """Compile the numba program into the disk cache in a detached process (the CLI's
@@ -180,9 +192,14 @@ class FusedBackend(Backend):
         sizes, n, dtype = self._program(problem)
         if program_numba.is_cached(sizes, n, dtype):
             return False
+        ours, torch_s = self._seconds(problem, cached=True)
+        if ours > torch_s:  # not worth it even once compiled: nothing to prepare
+            return False
         code = f"from fastmlp import program_numba as p; p.compiled({sizes!r}, {n}, {dtype!r})"
+        # Lowest CPU priority: the run that started it (its figures, here) keeps the cores.
+        nice = (lambda: os.nice(19)) if hasattr(os, "nice") else None
         subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+                         stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=nice)
         return True
 
     def start(self, pop, x, y, lr) -> FusedRun:
