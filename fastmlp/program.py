@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .architecture import UNROLL_SAMPLES, Architecture
 
 __all__ = ["Program", "build", "render_expr", "Sum", "Mul", "Sub", "Paren", "Act", "Where", "Finite", "And",
@@ -252,3 +254,29 @@ def build(arch, N: int) -> Program:
     epoch += [Let(p, Where("active", Sub(p, Mul(("step", f"g{p}"))), p)) for p in params]
     body += [EpochLoop(tuple(epoch)), StoreParams(params), StoreActive("active")]
     return Program(arch, N if unrolled else UNROLL_SAMPLES + 1, unrolled, params, tuple(body))
+
+
+def check_launch(sizes, x, y, packed, lr, active, loss_out, epochs: int, record_every: int) -> tuple[int, int]:
+    """The launch contract of every target's ``fused_train`` (kernels/fused_train.py,
+    fastmlp/program_numba.py): x [N, n_in] and y [N, n_out] shared by all networks, packed a
+    contiguous [P, G] float32 / float64 buffer, loss_out [ceil(epochs / record_every), G] with
+    unit stride along G, x, y, lr and loss_out in the parameters' dtype and active int8, all on
+    the parameters' device.  Raises ValueError / TypeError naming the argument; returns (N, G)."""
+    N = x.shape[0]
+    if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
+        raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
+                         f"networks), got {list(x.shape)} and {list(y.shape)}")
+    G = packed.shape[1]
+    P = Architecture(sizes).n_params
+    if tuple(packed.shape) != (P, G) or not packed.is_contiguous():
+        raise ValueError(f"fused_train: packed must be a contiguous [{P}, {G}] tensor, got {list(packed.shape)}")
+    if packed.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"fused_train: parameters must be float32 or float64, got {packed.dtype}")
+    rows = -(-epochs // record_every)
+    if tuple(loss_out.shape) != (rows, G) or (G > 1 and loss_out.stride(1) != 1):
+        raise ValueError(f"fused_train: loss_out must be a [{rows}, {G}] tensor with unit stride along G")
+    for name, t, dt in (("x", x, packed.dtype), ("y", y, packed.dtype), ("lr", lr, packed.dtype),
+                        ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
+        if t.dtype != dt or t.device != packed.device:
+            raise ValueError(f"fused_train: {name} must be {dt} on {packed.device}, got {t.dtype} on {t.device}")
+    return N, G

@@ -404,22 +404,9 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     threads = torch.get_num_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"fused_train: threads must be a positive int, got {threads!r}")
-    if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
-        raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
-                         f"networks), got {list(x.shape)} and {list(y.shape)}")
-    G = packed.shape[1]
-    if tuple(packed.shape) != (arch.n_params, G) or not packed.is_contiguous():
-        raise ValueError(f"fused_train: packed must be a contiguous [{arch.n_params}, {G}] tensor, got "
-                         f"{list(packed.shape)}")
-    if packed.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"fused_train: parameters must be float32 or float64, got {packed.dtype}")
-    rows = -(-epochs // record_every)
-    if tuple(loss_out.shape) != (rows, G) or (G > 1 and loss_out.stride(1) != 1):
-        raise ValueError(f"fused_train: loss_out must be a [{rows}, {G}] tensor with unit stride along G")
-    for name, t, dt in (("x", x, packed.dtype), ("y", y, packed.dtype), ("lr", lr, packed.dtype),
-                        ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
-        if t.dtype != dt or t.device.type != "cpu":
-            raise ValueError(f"fused_train: {name} must be {dt} on the CPU, got {t.dtype} on {t.device}")
+    if packed.device.type != "cpu":
+        raise ValueError(f"fused_train: the parameters must be on the CPU, got {packed.device}")
+    N, G = P.check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every)
     if not active.is_contiguous():
         raise ValueError("fused_train: active must be contiguous")
     if epochs == 0 or G == 0:

@@ -39,6 +39,7 @@ from ..architecture import FUSED_MAX_HIDDEN as MAX_HIDDEN
 from ..architecture import FUSED_MAX_SAMPLES as MAX_SAMPLES
 from ..architecture import FUSED_MAX_WIDTH as MAX_WIDTH
 from ..architecture import Architecture, next_pow2
+from ..program import check_launch
 from . import fused_unrolled
 from .activations import fused_hidden_act, fused_output_act
 
@@ -385,22 +386,7 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     why = fused_limits(sizes, N)
     if why is not None:
         raise ValueError(f"backend='fused' cannot train {why}; use backend='triton' or backend='torch'")
-    if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
-        raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
-                         f"networks), got {list(x.shape)} and {list(y.shape)}")
-    G = packed.shape[1]
-    P = Architecture(sizes).n_params
-    if tuple(packed.shape) != (P, G) or not packed.is_contiguous():
-        raise ValueError(f"fused_train: packed must be a contiguous [{P}, {G}] tensor, got {list(packed.shape)}")
-    if packed.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"fused_train: parameters must be float32 or float64, got {packed.dtype}")
-    rows = -(-epochs // record_every)
-    if tuple(loss_out.shape) != (rows, G) or (G > 1 and loss_out.stride(1) != 1):
-        raise ValueError(f"fused_train: loss_out must be a [{rows}, {G}] tensor with unit stride along G")
-    for name, t, dt in (("x", x, packed.dtype), ("y", y, packed.dtype), ("lr", lr, packed.dtype),
-                        ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
-        if t.dtype != dt or t.device != packed.device:
-            raise ValueError(f"fused_train: {name} must be {dt} on {packed.device}, got {t.dtype} on {t.device}")
+    N, G = check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every)
     if fast_tanh and packed.dtype != torch.float32:
         raise ValueError("fused_train: fast_tanh needs float32 parameters")
     if epochs == 0:

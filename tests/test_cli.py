@@ -10,10 +10,10 @@ import torch
 from fastmlp.cli import main
 
 
-def test_train_writes_run_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path / "cache"))  # nothing compiled: auto is the torch engine
+def test_train_writes_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--seeds", "16", "--epochs", "300", "--eps", "0.15", "--out", str(out), "--no-progress"]) == 0
+    assert main(["train", "--seeds", "16", "--epochs", "300", "--eps", "0.15", "--backend", "torch", "--out", str(out),
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "16 networks x 300 epochs" in printed and "converged" in printed
     summary = json.loads((out / "summary.json").read_text())

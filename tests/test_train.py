@@ -47,12 +47,11 @@ def test_engine_matches_reference_networks(sizes, N, dtype):
     assert not result.diverged.any()
 
 
-def test_lab_run_result_fields(lab_data, monkeypatch, tmp_path):
-    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))  # nothing compiled, a small run: the torch engine
+def test_lab_run_result_fields(lab_data):
     x, _ = lab_data
     y = torch.tensor([1, 0, 0, 0, 0])  # the lab's int64 labels, shape [5]
     pop = Population([2, 5, 3, 1], 64)
-    r = train(x, y, pop, 2500, 0.25, progress=False)
+    r = train(x, y, pop, 2500, 0.25, backend="torch", progress=False)
     assert r.population is pop and r.backend == "torch" and r.epochs == 2500
     assert r.losses.shape == (64, 2500) and r.final_loss.shape == (64,) and r.diverged.dtype == torch.bool
     assert r.wall_time_s > 0 and r.network_epochs_per_s > 0
