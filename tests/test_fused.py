@@ -491,6 +491,28 @@ def test_auto_on_cpu_takes_the_fused_program_once_it_is_cached(monkeypatch, tmp_
 
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU rules")
+@pytest.mark.parametrize("cached, imported, pick", [(False, False, "torch"), (False, True, "torch"),
+                                                    (True, False, "fused"), (True, True, "fused")])
+def test_auto_gives_make_demo_to_the_program_once_cached(monkeypatch, cached, imported, pick):
+    # make demo's problem (lab network, 1024 x 2500) with the backend's own estimates: on a fresh
+    # machine a cold compile (5 s) costs more than the torch engine's ~1 s; once cached, numba's
+    # import and the load (~0.5 s) and the program (~0.1 s) cost less.
+    pytest.importorskip("numba", reason="the CPU target needs numba")
+    from fastmlp.engine import Problem, select_backend
+
+    fused = get_backend("fused")
+    monkeypatch.setattr(fused, "target", None)
+    monkeypatch.setattr(program_numba, "is_cached", lambda *a: cached)
+    monkeypatch.setattr(program_numba, "is_loaded", lambda *a: False)
+    if not imported:
+        monkeypatch.delitem(sys.modules, "numba")
+    demo = Problem(Architecture([2, 5, 3, 1]), 5, True, torch.float32, G=1024, epochs=2500)
+    ours, torch_s = fused._seconds(demo, cached)
+    assert 0.5 < torch_s < 2.0 and (ours < 1.0 if cached else ours > 5.0)
+    assert select_backend("auto", torch.device("cpu"), demo).name == pick
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU rules")
 def test_cli_compiles_in_the_background_for_the_next_run(monkeypatch, tmp_path, capsys):
     # The first `fastmlp train` of a small problem runs the torch engine and starts a detached
     # compile; once it is in the cache, the same command runs the fused program.

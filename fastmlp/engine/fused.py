@@ -128,17 +128,19 @@ class FusedBackend(Backend):
     threads: int | None = None
     # backend="auto" on the CPU compares estimated times: the numba target pays numba's import
     # (when not imported yet), a load from the disk cache or a cold compile (when the program is
-    # not in this process yet), then the program; the torch engine only its epochs.  Measured on
-    # the 2-core dev box, lab network, float32 (bench/README.md, Table 7): numba import after
-    # torch 0.3-0.5 s, load 0.34 s, cold compile 4.97 s, the program ~27 M network-epochs/s and
-    # the torch engine ~4.4 M at large G (less at small G: the estimate favours torch), in
-    # parameter-epochs per second below (37 parameters).  The lab network crosses over at
-    # ~4e6 network-epochs with the program cached, ~3e7 without.
-    numba_import_s: float = 0.5
-    load_s: float = 0.35
+    # not in this process yet), then the program on whole 16-network blocks; the torch engine
+    # a fixed cost per layer and epoch (its ~57 tensor ops per layer) plus the parameters it
+    # moves.  Measured on the 2-core dev box, lab network (37 parameters), float32, quiet:
+    # numba import after torch 0.18-0.20 s, load 0.25-0.27 s, cold compile 4.97 s, the
+    # program ~27 M network-epochs/s (bench/README.md, Table 7); the torch engine 4.1 k
+    # network-epochs/s at G = 1 (0.24 ms an epoch, 3 layers) and 7.1 M at G = 65536
+    # (0.14 us a network-epoch).  The estimates below round those against the program.
+    numba_import_s: float = 0.25
+    load_s: float = 0.3
     cold_compile_s: float = 5.0
     program_param_epochs_per_s: float = 1.0e9
-    torch_param_epochs_per_s: float = 1.6e8
+    torch_layer_epoch_s: float = 8.0e-5
+    torch_param_epochs_per_s: float = 2.6e8
 
     def target_for(self, device: torch.device) -> str:
         if self.target is not None:
@@ -169,11 +171,15 @@ class FusedBackend(Backend):
 
     def _seconds(self, problem: Problem, cached: bool) -> tuple[float, float]:
         """Estimated ``(numba target, torch engine)`` seconds for ``problem``."""
-        work = problem.G * problem.epochs * problem.arch.n_params
+        arch, epochs = problem.arch, problem.epochs
+        blocks = -(-problem.G // program_numba.BLOCK)
         fixed = 0.0 if "numba" in sys.modules else self.numba_import_s
         if not program_numba.is_loaded(*self._program(problem)):
             fixed += self.load_s if cached else self.cold_compile_s
-        return fixed + work / self.program_param_epochs_per_s, work / self.torch_param_epochs_per_s
+        ours = fixed + blocks * program_numba.BLOCK * epochs * arch.n_params / self.program_param_epochs_per_s
+        torch_s = epochs * (arch.n_layers * self.torch_layer_epoch_s
+                            + problem.G * arch.n_params / self.torch_param_epochs_per_s)
+        return ours, torch_s
 
     def worth_it(self, problem: Problem, device: torch.device) -> bool:
         target = self.target_for(device)
