@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 from .memory import ALIGN
 
-__all__ = ["Shard", "current", "init_from_env", "is_main", "barrier"]
+__all__ = ["Shard", "current", "init_from_env", "is_main", "barrier", "all_gather_networks", "broadcast_networks"]
 
 # Shard boundaries are multiples of ALIGN networks (the chunk alignment of fastmlp.memory):
 # with vector-aligned blocks a network's arithmetic is the same whichever rank trains it
@@ -111,4 +111,22 @@ def all_gather_networks(t: torch.Tensor, shard: Shard, G: int, dim: int) -> torc
     out = moved.clone()
     for (lo, hi), block in zip(sizes, recv):
         out[lo:hi] = block[:hi - lo]
+    return out.movedim(0, dim)
+
+
+def broadcast_networks(t: torch.Tensor, networks: torch.Tensor, shard: Shard, G: int, dim: int) -> torch.Tensor:
+    """Share a tensor of chosen networks (``t`` runs along ``dim`` over the global positions
+    ``networks``; each rank has filled the entries of the networks it trains): returns it with
+    every entry from the rank that owns it, the same on every rank (snapshots)."""
+    moved = t.movedim(dim, 0)
+    out = moved.clone()
+    where = networks.to(moved.device)
+    for r in range(shard.world_size):
+        lo, hi = shard.block(G, r)
+        mask = (where >= lo) & (where < hi)
+        if not bool(mask.any()):
+            continue
+        part = moved[mask].contiguous() if r == shard.rank else torch.empty_like(moved[mask])
+        dist.broadcast(part, src=r)
+        out[mask] = part
     return out.movedim(0, dim)

@@ -17,9 +17,11 @@ import torch
 
 from . import distributed
 from .engine import Problem, select_backend
-from .memory import plan_chunks
+from .memory import budget, fmt_bytes, plan_chunks
 from .population import Population
-from .validate import ArgumentTypeError, check_epochs, check_int, check_lr, check_x, check_y
+from .snapshots import Snapshots, block_bounds
+from .validate import (ArgumentError, ArgumentTypeError, NotEnoughMemory, check_epochs, check_int, check_lr, check_x,
+                       check_y)
 
 __all__ = ["train", "TrainResult"]
 
@@ -36,6 +38,8 @@ class TrainResult:
         diverged: [G] bool; networks whose loss or parameters became non-finite.  They were
             frozen at that point; their later losses are non-finite.
         lr: [G], the learning rate of each network.
+        snapshots: with ``snapshot_every``, the chosen networks' parameters every k epochs
+            (:class:`~fastmlp.snapshots.Snapshots`), else None.
     """
 
     population: Population
@@ -48,6 +52,7 @@ class TrainResult:
     wall_time_s: float
     n_chunks: int = 1
     extra: dict = field(default_factory=dict)
+    snapshots: Snapshots | None = None
 
     @property
     def network_epochs_per_s(self) -> float:
@@ -65,7 +70,8 @@ class TrainResult:
 
 
 def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", *,
-          progress: bool | None = None, max_bytes: int | None = None) -> TrainResult:
+          progress: bool | None = None, max_bytes: int | None = None, snapshot_every: int | None = None,
+          snapshot_networks=None) -> TrainResult:
     """Train every network of ``population`` by full-batch gradient descent (the lab's ``train``).
 
     Args:
@@ -78,6 +84,11 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
             "triton", "torch"; see :mod:`fastmlp.engine`).
         progress: show a progress bar over epochs; default: when stderr is a terminal.
         max_bytes: memory the run may plan to use (default: 70% of the device's free memory).
+        snapshot_every: keep the parameters of ``snapshot_networks`` after every k-th update
+            (and at epoch 0 and the end) in ``result.snapshots``; their memory
+            (:meth:`Snapshots.nbytes`) counts against ``max_bytes``.
+        snapshot_networks: which networks (an index of the population, as ``population[...]``
+            takes: ints, a slice or a bool mask); default all.
 
     A network whose loss or parameters become non-finite is frozen (no further updates)
     and flagged in ``diverged``; no other network's numbers change because of it.  A
@@ -102,6 +113,11 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     lr = check_lr(lr, G, dtype, device)
     if max_bytes is not None:
         max_bytes = check_int("max_bytes", max_bytes, 1)
+    snap_plan = snaps = None
+    if snapshot_every is not None:
+        snap_plan, max_bytes = _plan_snapshots(population, snapshot_every, snapshot_networks, epochs, max_bytes)
+    elif snapshot_networks is not None:
+        raise ArgumentError("snapshot_networks", "snapshot_networks needs snapshot_every (how often to keep them)")
     shared = x.dim() == 2 and y.dim() == 2
     chosen = select_backend(backend, device, Problem(arch, N, shared, dtype, G, epochs))
     shard = distributed.current()
@@ -110,6 +126,8 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
                         y_per_network=y.dim() == 3, max_bytes=max_bytes)
     if progress is None:
         progress = sys.stderr.isatty()
+    if snap_plan is not None:
+        snaps = Snapshots.empty(population, *snap_plan)
 
     history = torch.empty(epochs, G, dtype=dtype, device=device)  # epoch-major: one row per epoch
     final_loss = torch.empty(G, dtype=dtype, device=device)
@@ -121,7 +139,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         bar = tqdm(total=epochs * (hi - lo), unit="net-epoch", unit_scale=True, desc=f"train [{chosen.name}]")
     # Between two blocks: a parameter check, a progress update, and a point where Ctrl-C
     # leaves the population consistent (write_back runs in the finally).
-    block = max(1, min(epochs, chosen.block_epochs))
+    blocks = block_bounds(epochs, max(1, min(epochs, chosen.block_epochs)), snaps.epochs if snaps else None)
     start = time.perf_counter()
     try:
         for g0 in range(lo, hi, chunk):
@@ -130,11 +148,16 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
             xs, ys = (x if x.dim() == 2 else x[g0:g1]), (y if y.dim() == 2 else y[g0:g1])
             run = chosen.start(sub, xs, ys, lr[g0:g1])
             try:
-                for e0 in range(0, epochs, block):
-                    run.block(history[e0:min(epochs, e0 + block), g0:g1])
+                if snaps is not None:
+                    snaps.take(0, sub, g0)
+                for e0, e1 in blocks:
+                    run.block(history[e0:e1, g0:g1])
                     run.check_parameters()
+                    if snaps is not None and e1 in snaps.epochs:
+                        run.write_back()
+                        snaps.take(e1, sub, g0)
                     if bar is not None:
-                        bar.update((min(epochs, e0 + block) - e0) * (g1 - g0))
+                        bar.update((e1 - e0) * (g1 - g0))
                 run.final_loss(final_loss[g0:g1])
                 diverged[g0:g1] = ~run.active
             finally:
@@ -151,7 +174,25 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         diverged = distributed.all_gather_networks(diverged, shard, G, dim=0)
         for t in population.weights + population.biases:
             t.copy_(distributed.all_gather_networks(t, shard, G, dim=0))
+        if snaps is not None:
+            for t in snaps.weights + snaps.biases:
+                t.copy_(distributed.broadcast_networks(t, snaps.networks, shard, G, dim=1))
+    if snaps is not None:
+        snaps.fill_loss(history.t(), final_loss)
     return TrainResult(population=population, losses=history.t(), final_loss=final_loss, diverged=diverged,
                        lr=lr, backend=chosen.name, epochs=epochs, wall_time_s=wall,
                        n_chunks=math.ceil(max(hi - lo, 1) / chunk),
-                       extra={"world_size": shard.world_size if shard else 1})
+                       extra={"world_size": shard.world_size if shard else 1}, snapshots=snaps)
+
+
+def _plan_snapshots(population: Population, every, networks, epochs: int, max_bytes: int | None):
+    """The snapshots' epochs and networks, and what is left of the budget for training;
+    refused (before anything is allocated) when the snapshots alone would not fit."""
+    at, idx = Snapshots.plan(population, every, epochs, networks)
+    need = Snapshots.nbytes(population.arch, len(at), len(idx), population.dtype.itemsize)
+    limit, source = budget(population.device, max_bytes)
+    if need >= limit:
+        raise NotEnoughMemory("snapshot_networks", f"{len(at)} snapshots of {len(idx)} networks need {fmt_bytes(need)}, "
+                                                   f"but only {fmt_bytes(limit)} ({source}) can be used; keep fewer "
+                                                   "networks (snapshot_networks) or fewer snapshots (a larger snapshot_every)")
+    return (at, idx), limit - need

@@ -23,10 +23,13 @@ if sys.argv[1:2] == ["--api"]:
     dist.init_process_group("gloo")  # the user's own process group
     x, y = datasets.five_points()
     pop = Population([2, 5, 3, 1], 200)
-    r = train(x, y, pop, 300, torch.linspace(0.1, 1.0, 200))
+    # snapshots of networks on both ranks (rank 0 trains 0..127, rank 1 128..199), in no order
+    r = train(x, y, pop, 300, torch.linspace(0.1, 1.0, 200), snapshot_every=100, snapshot_networks=[199, 3, 130, 64])
     if dist.get_rank() == 0:
+        s = r.snapshots
         torch.save({"losses": r.losses.contiguous(), "final_loss": r.final_loss, "diverged": r.diverged,
-                    "weights": [w.contiguous() for w in pop.weights], "world": r.extra["world_size"]},
+                    "weights": [w.contiguous() for w in pop.weights], "world": r.extra["world_size"],
+                    "snapshots": [*s.weights, *s.biases, s.loss], "snapshot_epochs": s.epochs},
                    sys.argv[2])
     dist.destroy_process_group()
     sys.exit(0)

@@ -54,6 +54,11 @@ def test_python_api_under_a_users_process_group(tmp_path):
         assert torch.equal(a[key], b[key]), key
     for wa, wb in zip(a["weights"], b["weights"]):
         assert torch.equal(wa, wb)
+    # snapshots of networks from both ranks: every rank's entries reach the result
+    assert a["snapshot_epochs"] == b["snapshot_epochs"] == [0, 100, 200, 300]
+    for sa, sb in zip(a["snapshots"], b["snapshots"]):
+        assert torch.equal(sa, sb)
+    assert torch.equal(a["snapshots"][2][-1], a["weights"][2][[199, 3, 130, 64]])  # the last = trained
 
 
 def test_killed_rank_fails_the_job_and_leaves_no_result(tmp_path):

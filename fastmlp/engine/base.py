@@ -16,7 +16,8 @@ happened (Ctrl-C included), ``run.write_back()``.  A backend promises:
 * ``check_parameters()`` freezes the networks with a non-finite parameter;
 * ``final_loss(out)`` writes the MSE of the current parameters and freezes the non-finite;
 * after ``write_back()`` the population's tensors hold the trained parameters, so the
-  population is consistent between any two blocks.
+  population is consistent between any two blocks; the loop may call it between blocks
+  (for snapshots) and go on training.
 
 The loop may assume nothing else: a backend keeps its parameters wherever it likes
 between blocks (the fused backend keeps a packed copy).  Adding a backend is a module
