@@ -20,8 +20,8 @@ def _numba():
 
 # (backend, fused target, G, epochs, k): the fused targets' blocks are 250 epochs, so k = 70
 # cuts blocks at 70, 140, 210 and 250 -- snapshots between the backend's own block ends.
-BACKENDS = [("torch", None, 37, 300, 70), ("fused", "numba", 37, 300, 70), ("fused", "triton", 5, 30, 7),
-            ("triton", None, 5, 30, 7)]
+BACKENDS = [("torch", None, 37, 300, 70), ("fused", "numba", 37, 300, 70), ("fused", "triton", 5, 12, 5),
+            ("triton", None, 3, 12, 5)]
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda p: p[0] + (f"-{p[1]}" if p[1] else ""))
@@ -114,7 +114,7 @@ def test_snapshot_memory_is_counted_and_refused_before_work():
     need = Snapshots.nbytes(pop.arch, len(snapshot_epochs(1, 100)), 64, 4)
     assert need == 101 * 64 * (37 + 1) * 4
     before = [w.clone() for w in pop.weights]
-    with pytest.raises(NotEnoughMemory, match=r"101 snapshots of 64 networks need 960\.5 KiB") as e:
+    with pytest.raises(NotEnoughMemory, match=r"101 snapshots of 64 networks need 959\.5 KiB") as e:
         train(x, y, pop, 100, 0.25, backend="torch", snapshot_every=1, max_bytes=need)
     assert e.value.arg == "snapshot_networks"
     assert all(torch.equal(a, b) for a, b in zip(before, pop.weights))  # nothing trained
