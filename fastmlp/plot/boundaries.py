@@ -2,24 +2,13 @@
 and rows of groups of networks (``boundary_gallery``), as the lab draws them."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ..validate import ArgumentError, ArgumentTypeError
-from ._common import _check_int, _new_figure
-
-
-def _check_grid_range(grid_range) -> Tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in grid_range)
-    except (TypeError, ValueError):
-        raise ArgumentTypeError('grid_range', f"grid_range must be two numbers (lo, hi), got {grid_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ArgumentError('grid_range', f"grid_range must be finite with lo < hi, got {grid_range!r}")
-    return lo, hi
+from ._common import (ArgumentError, _check_grid_range, _check_int, _check_plane_data, _draw_points, _frame_plane,
+                      _outer_labels, _plane_grid, _plane_panels)
 
 
 def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor],
@@ -38,14 +27,7 @@ def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor
     order of ``indices``, ``ncols`` per row; ``titles`` (one per index, e.g.
     "seed 12, loss 3.1e-04") default to "network i". Returns the Figure.
     """
-    x = torch.as_tensor(x).detach()
-    y = torch.as_tensor(y).detach()
-    if x.dim() != 2 or x.shape[1] != 2:
-        raise ArgumentError(
-            "x", f"decision boundaries need 2-D inputs: x must be [N, 2], got shape {tuple(x.shape)}")
-    if y.numel() != x.shape[0]:
-        raise ArgumentError("y", f"y must hold one label per row of x ({x.shape[0]}), "
-                         f"got shape {tuple(y.shape)}")
+    x, y = _check_plane_data(x, y)
     if isinstance(indices, Tensor):
         indices = indices.flatten().tolist()
     indices = [_check_int("indices[]", i, 0) for i in indices]
@@ -61,9 +43,7 @@ def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor
     lo, hi = _check_grid_range(grid_range)
 
     dtype = x.dtype if x.is_floating_point() else torch.float32
-    axis = torch.linspace(lo, hi, resolution, dtype=dtype, device=x.device)
-    grid_x, grid_y = torch.meshgrid(axis, axis, indexing="ij")  # the lab's (default) indexing
-    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)  # [M, 2]
+    grid_x, grid_y, grid = _plane_grid(lo, hi, resolution, dtype, x.device)  # the lab's, [M, 2]
 
     with torch.no_grad():
         pred = torch.as_tensor(predict(grid)).detach()
@@ -83,43 +63,21 @@ def decision_boundaries(x: Tensor, y: Tensor, predict: Callable[[Tensor], Tensor
 
     gx = grid_x.to("cpu", torch.float64).numpy()
     gy = grid_y.to("cpu", torch.float64).numpy()
-    px = x.to("cpu", torch.float64).numpy()
-    py = y.reshape(-1).to("cpu", torch.float64).numpy()
 
-    count = len(indices)
-    cols = min(ncols, count)
-    rows = math.ceil(count / cols)
-    fig = _new_figure((2.9 * cols + 0.9, 2.9 * rows + 0.2))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes, cols = _plane_panels(len(indices), ncols, (2.9, 2.9))
     levels = torch.linspace(0, 1, 11).tolist()
-    used = []
     contour = None
-    for k, ax in enumerate(axes.flat):
-        if k >= count:
-            ax.set_visible(False)
-            continue
-        used.append(ax)
+    for k, ax in enumerate(axes):
         contour = ax.contourf(gx, gy, pred[k].reshape(gx.shape).numpy(), levels=levels,
                               vmin=0.0, vmax=1.0)
-        # vmin/vmax: labels keep their colours even when only one class is present.
-        ax.scatter(px[:, 0], px[:, 1], c=py, cmap="jet", vmin=0.0, vmax=1.0,
-                   edgecolors="white", linewidths=0.6, s=28, zorder=3)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
+        _draw_points(ax, x, y)
+        _frame_plane(ax, lo, hi)
         ax.set_title(titles[k] if titles is not None else f"network {indices[k]}",
                      fontsize="medium")
-        # Axis labels on the outer subplots only: the bottom one of each column
-        # (the last row may be short) and the first column.
-        if k + cols >= count:
-            ax.set_xlabel("$x_1$")
-        else:
-            ax.tick_params(labelbottom=False)
-        if k % cols == 0:
-            ax.set_ylabel("$x_2$")
-        else:
-            ax.tick_params(labelleft=False)
-    fig.colorbar(contour, ax=used, label="predicted probability", shrink=0.9)
+    # Axis labels on the outer subplots only: the bottom one of each column (the last row
+    # may be short) and the first column.
+    _outer_labels(axes, cols, "$x_1$", "$x_2$", shared=True)
+    fig.colorbar(contour, ax=axes, label="predicted probability", shrink=0.9)
     return fig
 
 
