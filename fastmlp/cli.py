@@ -8,20 +8,23 @@ after Ctrl-C), never a traceback: the library's errors carry the argument they a
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
 
 from . import datasets, distributed, engine
 from .population import Population
-from .results import format_summary, save_run
+from .results import check_run_folder, format_summary, save_run
 from .sweep import DEFAULTS as SWEEP_DEFAULTS
 from .sweep import OPTION_DEFAULTS as SWEEP_OPTION_DEFAULTS
 from .sweep import sweep
 from .train import train
-from .validate import ArgumentError, NotEnoughMemory, check_device, check_hidden, check_real, flag_of
+from .validate import (ArgumentError, NotEnoughMemory, TargetRangeWarning, check_device, check_hidden, check_out_dir,
+                       check_real, flag_of)
 
 LAB_DEFAULTS = dict(dataset="five_points", hidden="5,3", epochs=2500, lr=0.25, seeds="1024",
                     init="glorot_uniform", gain=1.0, backend="auto", dtype="float32")
@@ -52,16 +55,6 @@ def parse_seeds(text: str) -> list[int] | int:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a count (1024), a range (100:200) or a list (3,7,9) of seeds, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {v}")
-    return v
 
 
 def _number(text: str, arg: str, **limits) -> float:
@@ -105,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="five_points, xor, circles, moons, spirals, or csv:PATH")
     t.add_argument("--hidden", type=parse_hidden, default=LAB_DEFAULTS["hidden"],
                    help="hidden widths, comma-separated ('none' for no hidden layer)")
-    t.add_argument("--epochs", type=_positive_int, default=LAB_DEFAULTS["epochs"])
+    t.add_argument("--epochs", type=_epochs, default=LAB_DEFAULTS["epochs"])
     t.add_argument("--lr", type=_lr, default=LAB_DEFAULTS["lr"], help="learning rate")
     t.add_argument("--seeds", type=parse_seeds, default=LAB_DEFAULTS["seeds"],
                    help="number of networks (seeds 0..n-1), a range a:b, or a list a,b,c")
@@ -117,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     t.add_argument("--backend", default=LAB_DEFAULTS["backend"], choices=engine.names(),
                    help="auto picks the fastest that can run (see fastmlp.engine)")
-    t.add_argument("--out", default="runs/train", help="run folder to write")
+    t.add_argument("--out", default="runs/train",
+                   help="run folder to write: a new or empty folder, or (with --force) a previous run's")
+    t.add_argument("--force", action="store_true",
+                   help="replace the previous run at --out as a whole (a folder holding no run is never replaced)")
     t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.commands["sweep"] = _add_sweep_parser(sub)
@@ -149,7 +145,11 @@ def _comma_list(convert):
 
 
 def _epochs(text: str) -> int:
-    v = _positive_int(text)
+    """An argparse type: epochs, an int >= 1 (0 epochs would train nothing and leave no losses)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {v}")
     return v
@@ -205,6 +205,7 @@ def _flatten(groups) -> list | None:
 def cmd_sweep(args, argv) -> int:
     grid = {"hidden": None if args.hidden is None else [h for group in args.hidden for h in group],
             "lr": _flatten(args.lr), "init": _flatten(args.init), "datasets": _flatten(args.dataset)}
+    check_out_dir(args.out, "out")  # the sweep writes inside it: "", a file, no place to create it
     try:
         sweep(args.out, **{k: v for k, v in grid.items() if v is not None}, seeds=args.seeds, epochs=args.epochs,
               eps=args.eps, gain=args.gain, dtype=args.dtype, device=_default_device(args), backend=args.backend,
@@ -224,18 +225,40 @@ def _default_device(args) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_run_folder(args) -> None:
+    """Before any work, rank 0 (the one that writes) checks the run folder; under torchrun
+    every other rank gets its verdict, so that all stop with the same error, or none."""
+    problem = None
+    if distributed.is_main():
+        try:
+            check_run_folder(args.out, overwrite=args.force)
+        except ArgumentError as e:
+            problem = e.message
+        except OSError as e:  # a folder on the way that cannot be read, a leftover that cannot be moved
+            problem = f"cannot use the run folder {args.out!r}: {e.strerror or e}"
+    if distributed.current() is not None:
+        verdict = [problem]
+        dist.broadcast_object_list(verdict, src=0)
+        problem = verdict[0]
+    if problem is not None:
+        raise ArgumentError("out", problem)
+
+
 def cmd_train(args) -> int:
+    _check_run_folder(args)
     device = check_device(_default_device(args))
     say = print if distributed.is_main() else (lambda *a, **k: None)
-    x, y = datasets.get(args.dataset)
+    x, y = datasets.get(args.dataset)  # warns about labels a sigmoid cannot reach (a CSV's)
     sizes = [x.shape[1], *args.hidden, y.shape[1]]
     pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=getattr(torch, args.dtype),
                      device=device)
     shard = distributed.current()
     say(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}"
         + (f", sharded over {shard.world_size} ranks" if shard else ""))
-    result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
-                   progress=False if args.no_progress or not distributed.is_main() else None)
+    with warnings.catch_warnings():  # the data set's warning, above, named the file and column already
+        warnings.simplefilter("ignore", TargetRangeWarning)
+        result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
+                       progress=False if args.no_progress or not distributed.is_main() else None)
     if args.backend == "auto" and distributed.is_main():
         # A backend auto passed over for its one-off cost (the CPU program's cold compile)
         # prepares in the background, so that the next run of this problem can take it.
@@ -248,13 +271,24 @@ def cmd_train(args) -> int:
               "backend_requested": args.backend}
     if distributed.is_main():  # every rank holds the gathered result; rank 0 writes it
         try:
-            summary = save_run(result, x, y, args.out, config, eps=args.eps)
+            summary = save_run(result, x, y, args.out, config, eps=args.eps, overwrite=args.force)
         except OSError as e:
             raise ArgumentError("out", f"cannot write the run folder {args.out!r}: {e.strerror or e}") from None
         say(format_summary(summary))
-        say(f"wrote {args.out}/: " + ", ".join(summary["files"]))
+        say(f"wrote {os.path.join(args.out, '')}: " + ", ".join(summary["files"]))
     distributed.barrier()
     return 0
+
+
+def _warning_printer(prog: str, show):
+    """fastmlp's warnings about the user's input as ``fastmlp <command>: warning: message``;
+    any other warning as Python shows it."""
+    def printer(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TargetRangeWarning):
+            print(f"{prog}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return printer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     args.rank_device = None
     try:
         args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
-        if args.command == "train":
-            return cmd_train(args)
-        return cmd_sweep(args, argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(command.prog, warnings.showwarning)
+            if args.command == "train":
+                return cmd_train(args)
+            return cmd_sweep(args, argv)
     except (ArgumentError, NotEnoughMemory) as e:
         command.error(f"{flag_of(e.arg)}: {e.message}")
     except (MemoryError, torch.cuda.OutOfMemoryError) as e:  # the allocator (a CUDA OOM is no MemoryError)

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Tuple, Union
 import torch
 from torch import Tensor
 
-from .validate import ArgumentError, ArgumentTypeError, check_int, check_real
+from .validate import ArgumentError, ArgumentTypeError, check_int, check_real, check_targets
 
 __all__ = [
     "DATASETS",
@@ -197,8 +197,10 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
       header; the next rows are still checked).
     - Blank lines are skipped, and so are lines whose cells are all empty
       (``,,`` from a spreadsheet export); cells may have spaces around them.
-    - Every value must be a finite number (``nan``/``inf`` are rejected); labels
-      are not restricted to 0/1, but a sigmoid output can only approach [0, 1].
+    - Every value must be a finite number (``nan``/``inf`` are rejected).  Labels
+      outside [0, 1], the range of the networks' sigmoid output (0/1/2, -1/1), are
+      loaded but warned about: a :class:`~fastmlp.validate.TargetRangeWarning` (a
+      UserWarning) names the file, the column and the range found.
 
     Raises ValueError naming the file and the 1-based line number for a row
     whose number of cells differs from the first row's (header included), with
@@ -211,6 +213,7 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
     rows: List[List[float]] = []
     width = None  # cells per row, fixed by the first non-blank line
     first = True
+    header = None
     # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first cell.
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -237,7 +240,7 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
                     values.append(_parse_number(cell))
                 except ValueError:
                     if first:
-                        values = None  # header line
+                        values, header = None, cells  # header line
                         break
                     raise ArgumentError(
                         "path", f"{path}: line {line}, column {col}: {cell.strip()!r} "
@@ -248,6 +251,8 @@ def load_csv(path: Union[str, os.PathLike], *, dtype: torch.dtype = torch.float3
     if not rows:
         raise ArgumentError("path", f"{path}: no data rows")
     data = torch.tensor(rows, dtype=torch.float64).to(dtype)
+    label = f", {header[-1].strip()!r}" if header is not None and header[-1].strip() else ""
+    check_targets(data[:, -1:], columns=[f"the label column (column {width}{label})"], source=path, stacklevel=2)
     return data[:, :-1].contiguous(), data[:, -1:].contiguous()
 
 

@@ -1,11 +1,17 @@
-"""Results: statistics of a training run and its run folder (summary.json, losses.pt, plots)."""
+"""Results: statistics of a training run and its run folder (summary.json, losses.pt, plots),
+written all or nothing."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import re
+import shutil
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,9 +21,10 @@ import torch
 from . import plot
 from ._version import __version__
 from .train import TrainResult
+from .validate import ArgumentError, check_out_dir
 
 __all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write",
-           "cpu_name"]
+           "cpu_name", "check_run_folder", "is_run_folder", "recover_run_folder"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -114,31 +121,256 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
-             n_boundaries: int = 8, eps: float = 0.01) -> dict:
-    """Write a run folder: summary.json, losses.pt, loss_curves.png, boundaries.png (2-D inputs)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"config": config, **summarize(result, eps), "world_size": result.extra.get("world_size", 1),
-               "environment": environment(result.population.device)}
-    pop = result.population
-    atomic_write(out / "losses.pt", lambda p: torch.save({
-        "losses": result.losses.cpu(), "final_loss": result.final_loss.cpu(),
-        "diverged": result.diverged.cpu(), "lr": result.lr.cpu(), "seeds": pop.seeds.cpu()}, p))
+# -- the run folder -----------------------------------------------------------------------
+# A run folder is written all or nothing.  Its files are written into a hidden folder beside
+# it, ``.NAME.tmp-PID-XXXX``, flushed to the disk, and then the folder is moved into place:
+#
+# * no folder there yet: one rename(2).  A reader sees no folder, then the complete one.
+# * a folder there (``overwrite``): on Linux, renameat2(RENAME_EXCHANGE) swaps the two folders
+#   in one atomic step (the old one is then at the hidden name, and is removed).  A reader
+#   sees the old folder, then the complete new one; there is no instant without a folder.
+# * where that swap is not available (another OS, a file system without it): the old folder
+#   is renamed to ``.NAME.old-PID-XXXX`` (same PID-XXXX), the new one to NAME, the old one
+#   removed.  Between the two renames (microseconds) there is no folder at NAME: a reader
+#   gets FileNotFoundError, never a mix.  A process killed right there leaves both hidden
+#   folders, and the next check or write of NAME (:func:`recover_run_folder`, which every
+#   `fastmlp train` runs first) completes the move: the new folder, complete by then, goes to
+#   NAME ("roll forward", as the Linux swap would have ended), the old one is removed.
+#
+# Killed at any other point, a write leaves at NAME the old folder (or none) before the move
+# and the new one after it, plus a hidden leftover that the next write of NAME removes.  Leftovers of a process that is still running
+# (its PID is in the name) are left alone, so two writes of one folder never delete each
+# other's files; the last to finish wins.  A PID names a process of this machine only: on a
+# shared file system, do not write one folder from two machines at once.
+
+SUMMARY = "summary.json"
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<tag>[a-z0-9_]+)")
+
+
+def _after(step: str) -> None:
+    """Called after each step of a run folder's write ("began", "wrote losses.pt", ...,
+    "flushed", "moved", "removed the old folder"); does nothing.  Tests replace it to kill the
+    process at a chosen step."""
+
+
+def _sync(path) -> None:
+    """Flush a file, or a folder's entries, to the disk (where the platform can open it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _renameat2():
+    """libc's renameat2 (Linux, glibc >= 2.28), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap folders ``a`` and ``b`` atomically; False where the system or file system cannot."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # EPERM: seccomp filters (some containers) refuse unknown calls this way
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (this one does; unknown off POSIX: no)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's process
+        return True
+    return True
+
+
+def is_run_folder(path) -> bool:
+    """A folder that a run wrote: its summary.json is a JSON object with "config" and "files"."""
+    try:
+        summary = json.loads((Path(path) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and "config" in summary and isinstance(summary.get("files"), list)
+
+
+def _complete(path: Path) -> bool:
+    """A run folder holding every file its summary.json lists."""
+    if not is_run_folder(path):
+        return False
+    files = json.loads((path / SUMMARY).read_text())["files"]
+    return all(isinstance(f, str) and (path / f).is_file() for f in files)
+
+
+def recover_run_folder(path) -> None:
+    """Finish or clear what interrupted writes of the run folder ``path`` left beside it.
+
+    A move killed between its two renames (no folder at ``path``, and both ``.old`` and a
+    complete ``.tmp`` of one write) is completed; a lone ``.old`` with no folder at ``path``
+    is put back (a failed move); every other leftover of a process no longer running is
+    removed.  Runs first in :func:`check_run_folder` and so in every :func:`save_run`."""
+    path = Path(os.path.realpath(path))
+    try:
+        entries = os.listdir(path.parent)
+    except OSError:
+        return
+    found = {}
+    for entry in entries:
+        m = _LEFTOVER.fullmatch(entry)
+        if m and m["name"] == path.name and not _alive(int(m["pid"])):
+            found.setdefault(f"{m['pid']}-{m['tag']}", {})[m["kind"]] = path.parent / entry
+    for parts in found.values():
+        if "old" in parts and not os.path.lexists(path):
+            new = parts.get("tmp")
+            if new is not None and _complete(new):
+                os.rename(new, path)
+            else:
+                os.rename(parts.pop("old"), path)
+            _sync(path.parent)
+        for p in parts.values():
+            if os.path.lexists(p):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _check_replaceable(path: Path, text: str, overwrite: bool) -> None:
+    if not path.is_dir() or not any(path.iterdir()):
+        return  # nothing there, or an empty folder: nothing to lose
+    if not is_run_folder(path):
+        raise ArgumentError("out", f"{text!r} is not empty and holds no run (no {SUMMARY} of fastmlp's): refusing "
+                                   "to replace it, even when forced; name a new or empty folder")
+    if not overwrite:
+        raise ArgumentError("out", f"{text!r} holds a previous run: refusing to replace it unless forced "
+                                   "(--force; overwrite=True); or name another folder")
+
+
+def check_run_folder(out, overwrite: bool = False) -> Path:
+    """Check, before any work, that a run folder can be written at ``out``; returns the path
+    it will be written at (absolute, a symlink followed).
+
+    Finishes interrupted writes first (:func:`recover_run_folder`), then refuses
+    (:class:`~fastmlp.validate.ArgumentError` about "out") what
+    :func:`~fastmlp.validate.check_out_dir` refuses, a folder holding a previous run unless
+    ``overwrite``, and a non-empty folder that holds no run even then: replacing is for run
+    folders, never for a folder named by mistake (a home directory, a project)."""
+    path = check_out_dir(out, "out", replaced=True)
+    recover_run_folder(path)
+    _check_replaceable(path, os.fspath(out), overwrite)
+    return path
+
+
+def _move_into_place(tmp: Path, path: Path, tag: str) -> Path | None:
+    """Move the complete folder ``tmp`` to ``path``; returns the replaced folder to remove."""
+    if not os.path.lexists(path):
+        os.rename(tmp, path)
+        return None
+    if _exchange(tmp, path):
+        return tmp  # it holds the old folder now
+    old = path.parent / f".{path.name}.old-{tag}"
+    os.rename(path, old)
+    _after("moved the old folder aside")
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.rename(old, path)  # should this fail too, recover_run_folder puts it back later
+        raise
+    return old
+
+
+def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_boundaries: int) -> list[str]:
+    """Every file of a run folder, into ``folder``; summary.json last.  Returns their names."""
+    pop, config = result.population, summary["config"]
+    torch.save({"losses": result.losses.cpu(), "final_loss": result.final_loss.cpu(),
+                "diverged": result.diverged.cpu(), "lr": result.lr.cpu(), "seeds": pop.seeds.cpu()},
+               folder / "losses.pt")
+    files = [SUMMARY, "losses.pt"]
+    _after("wrote losses.pt")
     fig = plot.loss_curves(result.losses.cpu(), title=f"{pop.describe()}\n{len(pop)} networks, "
                            f"lr {config.get('lr', '')}, {config.get('init', '')}")
-    plot.save(fig, out / "loss_curves")
-    files = ["summary.json", "losses.pt", "loss_curves.png"]
+    plot.save(fig, folder / "loss_curves")
+    files.append("loss_curves.png")
+    _after("wrote loss_curves.png")
     if pop.sizes[0] == 2 and x.dim() == 2:
         idx = pick_boundary_networks(result.final_loss, n_boundaries)
         chosen = pop[idx]
         titles = [f"seed {int(pop.seeds[i])}, loss {float(result.final_loss[i]):.1e}" for i in idx]
         fig = plot.decision_boundaries(x.cpu(), y.cpu(), lambda grid: chosen.predict(grid.to(pop.device)).cpu(),
                                        list(range(len(idx))), titles=titles)
-        plot.save(fig, out / "boundaries")
+        plot.save(fig, folder / "boundaries")
         files.append("boundaries.png")
-    summary["files"] = files + []
-    atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2) + "\n"))
+        _after("wrote boundaries.png")
+    summary["files"] = files
+    (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    _after(f"wrote {SUMMARY}")
+    return files
+
+
+def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
+             n_boundaries: int = 8, eps: float = 0.01, overwrite: bool = False) -> dict:
+    """Write the run folder ``out``, all or nothing, and return its summary.
+
+    Files: summary.json (config, statistics, environment, and "files": the list of the
+    folder's files), losses.pt (losses, final loss, diverged, lr and seeds of every network),
+    loss_curves.png, boundaries.png (2-D inputs only).
+
+    A reader of ``out`` sees the folder that was there (or none) until the new one is complete
+    and then only the new one: never a mix of two runs, never a file of an older run beside
+    the new ones, whatever point the process is killed at (how: the comment above
+    :func:`recover_run_folder`).  A folder holding a previous run is refused unless
+    ``overwrite``, and replaced as a whole when it is given; a non-empty folder that holds no
+    run is always refused (:func:`check_run_folder`).
+    """
+    if result.epochs < 1:
+        raise ArgumentError("epochs", f"a run folder needs at least one epoch of losses, got {result.epochs}")
+    path = check_run_folder(out, overwrite)
+    summary = {"config": config, **summarize(result, eps), "world_size": result.extra.get("world_size", 1),
+               "environment": environment(result.population.device)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
+    _after("began")
+    try:
+        files = _write_files(tmp, result, x, y, summary, n_boundaries)
+        for name in files:
+            _sync(tmp / name)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir would give
+        _sync(tmp)
+        _after("flushed")
+        _check_replaceable(path, os.fspath(out), overwrite)  # again: a folder may have appeared since
+        replaced = _move_into_place(tmp, path, tag=tmp.name[len(f".{path.name}.tmp-"):])  # PID-XXXX
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _sync(path.parent)
+    _after("moved")
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+        _after("removed the old folder")
     return summary
 
 

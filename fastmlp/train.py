@@ -22,6 +22,7 @@ from .population import Population
 from .snapshots import Snapshots, block_bounds
 from .validate import (ArgumentError, ArgumentTypeError, NotEnoughMemory, check_epochs, check_int, check_lr, check_x,
                        check_y)
+from .validate import check_targets
 
 __all__ = ["train", "TrainResult"]
 
@@ -109,6 +110,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     x = check_x(x, arch.n_in, G, dtype, device)
     N = x.shape[-2]
     y = check_y(y, arch.n_out, N, G, dtype, device)
+    check_targets(y, arch.output_act, stacklevel=2)  # a warning: targets the output cannot reach
     epochs = check_epochs(epochs)
     lr = check_lr(lr, G, dtype, device)
     if max_bytes is not None:

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import tempfile
+import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -21,7 +25,8 @@ from .layout import as_network_minor
 
 __all__ = ["FLAGS", "ArgumentError", "ArgumentTypeError", "NotEnoughMemory", "check_int", "check_real", "check_choice",
            "check_sizes", "check_hidden", "check_seeds", "check_gain", "check_dtype", "check_device", "check_x", "check_y",
-           "check_lr", "check_epochs", "check_network_index", "check_index"]
+           "check_lr", "check_epochs", "check_network_index", "check_index", "OUTPUT_RANGES", "TargetRangeWarning",
+           "check_targets", "check_out_dir"]
 
 
 # The command-line flag of each argument name that errors carry (fastmlp.cli maps them).
@@ -305,3 +310,79 @@ def check_lr(lr, G: int, dtype, device) -> torch.Tensor:
 
 def check_epochs(epochs, minimum: int = 0) -> int:
     return check_int("epochs", epochs, minimum)
+
+
+# -- targets against the output activation ------------------------------------------------
+# The values each output activation can reach (its closure): a target outside cannot be fit.
+OUTPUT_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+class TargetRangeWarning(UserWarning):
+    """Targets outside the range of the output activation: no network can fit them, and the
+    loss stays above a floor however long it trains (labels 0/1/2, or -1/1, for a sigmoid)."""
+
+
+def check_targets(y: torch.Tensor, output_act: str = "sigmoid", columns=None, source: str = "y",
+                  stacklevel: int = 1) -> None:
+    """Warn (:class:`TargetRangeWarning`) for each output column of ``y`` ([..., n_out]) whose
+    values leave the range of ``output_act`` (:data:`OUTPUT_RANGES`); the message names the
+    column (``columns[j]``, default ``column j``), the range found and the range allowed.
+
+    ``stacklevel`` 1 attributes the warning to the caller of this function, 2 to its caller."""
+    lo, hi = OUTPUT_RANGES[output_act]
+    if y.numel() == 0:
+        return
+    flat = y.detach().reshape(-1, y.shape[-1])
+    found = zip(flat.amin(dim=0).tolist(), flat.amax(dim=0).tolist())
+    for j, (a, b) in enumerate(found):
+        if a < lo or b > hi:
+            name = columns[j] if columns is not None else f"column {j}"
+            warnings.warn(TargetRangeWarning(
+                f"{source}: {name} holds targets in [{a:g}, {b:g}], outside [{lo:g}, {hi:g}], the range of the "
+                f"{output_act} output: no network can fit them (rescale them into [{lo:g}, {hi:g}])"),
+                stacklevel=stacklevel + 1)
+
+
+# -- output folders -----------------------------------------------------------------------
+def check_out_dir(out, arg: str = "out", replaced: bool = False) -> Path:
+    """A folder the caller is about to write, checked before any work; returns its absolute path.
+
+    Refused (:class:`ArgumentError` about ``arg``): ``""`` (it would mean the current
+    directory), a path that is a file or runs through one, and a place where no folder can be
+    created (a read-only or missing file system, ``/proc``, no permission): a probe folder is
+    made and removed where the writing will happen, so what is checked is what will be done.
+
+    ``replaced=False``: files go inside ``out`` (created when missing), so the probe is made in
+    ``out`` or its nearest existing ancestor.  ``replaced=True``: ``out`` is built beside itself
+    and moved into place as a whole (a run folder, :func:`fastmlp.results.save_run`): the probe
+    is made in its parent; a symlink is followed (its target is replaced, the link stays); and
+    ``out`` may not be the current directory or hold it.
+    """
+    if not isinstance(out, (str, os.PathLike)) or isinstance(os.fspath(out), bytes):
+        raise ArgumentTypeError(arg, f"{arg} must be a path (str or os.PathLike), got {type(out).__name__}")
+    text = os.fspath(out)
+    if not text:
+        raise ArgumentError(arg, "an empty path would name the current directory; name a folder")
+    if "\0" in text:
+        raise ArgumentError(arg, f"{text!r} holds a NUL character")
+    path = Path(os.path.realpath(text) if replaced else os.path.abspath(text))
+    if replaced:
+        cwd = Path(os.path.realpath(os.getcwd()))
+        if path == cwd or path in cwd.parents:
+            raise ArgumentError(arg, f"{text!r} is the current directory or holds it; a run folder is replaced as a "
+                                     "whole: name a folder inside it")
+    # os.path's tests, not Path's: they answer False where a folder on the way cannot be read
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ArgumentError(arg, f"{text!r} is a file, not a folder" if os.path.exists(path) else
+                                 f"{text!r} is a link to nothing")
+    base = path.parent if replaced or not os.path.isdir(path) else path
+    while not os.path.lexists(base):  # the nearest existing ancestor: the folders below it get created
+        base = base.parent
+    if not os.path.isdir(base):
+        raise ArgumentError(arg, f"cannot create {text!r}: {base} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=base, prefix=".fastmlp-probe-"))
+    except OSError as e:
+        raise ArgumentError(arg, f"cannot write {text!r}: no folder can be created in {base} "
+                                 f"({e.strerror or e})") from None
+    return path

@@ -1,5 +1,6 @@
 """`fastmlp train` end to end on a small population, and its flag errors."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ def test_flags_reach_the_population(tmp_path):
     (["--seeds", "0"], "--seeds"),
     (["--seeds", "3,3"], "--seeds"),
     (["--epochs", "-3"], "--epochs"),
+    (["--epochs", "0"], "--epochs"),  # was trained, then failed writing the loss curves
     (["--lr", "nan"], "--lr"),
     (["--init", "xavier"], "--init"),
     (["--init", "normal:x"], "--init"),
@@ -115,3 +117,111 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--hidden" in out.stdout
+
+
+# -- the run folder: refused before training, replaced only with --force, never mixed ------
+SMALL = ["--seeds", "4", "--epochs", "5", "--hidden", "2", "--backend", "torch", "--no-progress"]
+
+
+def _three_feature_csv(tmp_path, labels=(1, 0, 0, 0, 0)):
+    path = tmp_path / "three.csv"
+    rows = ["0,0,0", "1,0,1", "0,-1,0", "-1,0,1", "0,1,0"]
+    path.write_text("a,b,c,label\n" + "".join(f"{r},{l}\n" for r, l in zip(rows, labels)))
+    return path
+
+
+def test_a_second_run_into_the_same_out_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *SMALL, "--lr", "1", "--out", str(out)])
+    assert exc.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1].startswith("fastmlp train: error: --out: ") and "--force" in printed.err
+    assert "training" not in printed.out  # refused before any work
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_force_replaces_the_run_and_leaves_no_stale_file(tmp_path, capsys):
+    # The issue's case: a 2-D run (boundaries.png), then a 3-feature CSV into the same folder.
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    assert (out / "boundaries.png").exists()
+    csv = _three_feature_csv(tmp_path)
+    assert main(["train", *SMALL, "--dataset", f"csv:{csv}", "--force", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["sizes"] == [3, 2, 1]
+    assert sorted(summary["files"]) == sorted(p.name for p in out.iterdir())
+    assert not (out / "boundaries.png").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert f"wrote {out}/: " in capsys.readouterr().out
+
+
+def _bad_out(case, tmp_path, monkeypatch) -> str:
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")  # "" and "." name it (an empty folder: the old code wrote into it)
+    if case == "not a run folder":
+        (tmp_path / "project").mkdir()
+        (tmp_path / "project" / "notes.txt").write_text("mine")
+    if case == "unwritable parent":
+        if os.geteuid() == 0:
+            pytest.skip("root writes anywhere (the /proc case covers a parent that takes no folder)")
+        (tmp_path / "ro").mkdir(mode=0o555)
+    return {"empty": "", "a file": str(tmp_path / "file.txt"), "under a file": str(tmp_path / "file.txt" / "run"),
+            "under /proc": "/proc/fastmlp-cannot-write-here", "unwritable parent": str(tmp_path / "ro" / "run"),
+            "not a run folder": str(tmp_path / "project"), "the current directory": "."}[case]
+
+
+OUT_CASES = ["empty", "a file", "under a file", "under /proc", "unwritable parent"]
+
+
+@pytest.mark.parametrize("case", OUT_CASES + ["not a run folder", "the current directory"])
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+def test_bad_out_is_refused_before_training(case, force, tmp_path, capsys, monkeypatch):
+    out = _bad_out(case, tmp_path, monkeypatch)
+    t = time.perf_counter()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *SMALL, "--out", out] + (["--force"] if force else []))
+    assert exc.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1].startswith("fastmlp train: error: --out: "), printed.err
+    assert "Traceback" not in printed.err and "training" not in printed.out
+    assert time.perf_counter() - t < 1.0
+    if case == "not a run folder":
+        assert (tmp_path / "project" / "notes.txt").read_text() == "mine"
+    assert list((tmp_path / "here").iterdir()) == []
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_bad_out_is_refused_before_a_sweep(case, tmp_path, capsys, monkeypatch):
+    out = _bad_out(case, tmp_path, monkeypatch)
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--hidden", "2", "--seeds", "4", "--epochs", "5", "--no-plots", "--no-progress", "--out", out])
+    assert exc.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1].startswith("fastmlp sweep: error: --out: "), printed.err
+    assert printed.out == ""  # not even the plan
+    assert list((tmp_path / "here").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+@pytest.mark.parametrize("epochs", ["0", "-1"])
+def test_epochs_below_one_are_refused_when_parsing(command, epochs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--epochs", epochs, "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1] == f"fastmlp {command}: error: --epochs: expected an int >= 1, got {epochs}"
+    assert printed.out == "" and not (tmp_path / "run").exists()
+
+
+def test_labels_outside_the_sigmoid_range_are_warned_about_once(tmp_path, capsys):
+    csv = _three_feature_csv(tmp_path, labels=(2, 0, 1, 0, 0))
+    assert main(["train", *SMALL, "--dataset", f"csv:{csv}", "--out", str(tmp_path / "run")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("fastmlp train: warning: ") and "column 4, 'label'" in warned[0]
+    assert "[0, 2]" in warned[0]

@@ -1,11 +1,13 @@
 """fastmlp.datasets: the lab's five points, the generators, CSV loading, the registry."""
 import math
+import warnings
 
 import pytest
 import torch
 
-from fastmlp import datasets
+from fastmlp import Population, datasets, train
 from fastmlp.datasets import DATASETS, circles, five_points, get, load_csv, moons, spirals, xor
+from fastmlp.validate import TargetRangeWarning
 
 GENERATORS = {"xor": xor, "circles": circles, "moons": moons, "spirals": spirals}
 
@@ -217,3 +219,49 @@ def test_get_rejects_non_string():
 def test_module_exports():
     for name in datasets.__all__:
         assert hasattr(datasets, name)
+
+
+# ------------------------------------------------ targets the sigmoid output cannot reach
+
+@pytest.mark.parametrize("labels,found", [((0, 1, 2), "[0, 2]"), ((-1, 1, 1), "[-1, 1]")])
+@pytest.mark.parametrize("header", [True, False], ids=["header", "no-header"])
+def test_load_csv_warns_about_labels_outside_0_1(tmp_path, labels, found, header):
+    rows = "".join(f"{i},{i + 1},{label}\n" for i, label in enumerate(labels))
+    path = _write(tmp_path, ("x1,x2,target\n" if header else "") + rows)
+    with pytest.warns(TargetRangeWarning) as record:
+        x, y = load_csv(path)
+    assert len(record) == 1 and issubclass(record[0].category, UserWarning)
+    message = str(record[0].message)
+    assert "data.csv" in message and found in message and "[0, 1]" in message
+    assert ("column 3, 'target'" if header else "column 3)") in message
+    assert record[0].filename == __file__  # pointed at the caller's line
+    assert y.flatten().tolist() == [float(v) for v in labels]  # still loaded as they are
+
+
+@pytest.mark.parametrize("labels", [(0, 1, 1), (0, 0.5, 1), (0.25, 0.25, 0.75)])
+def test_load_csv_labels_within_0_1_do_not_warn(tmp_path, labels):
+    path = _write(tmp_path, "".join(f"{i},{label}\n" for i, label in enumerate(labels)))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        load_csv(path)
+    assert record == []
+
+
+@pytest.mark.parametrize("labels,found", [((0, 1, 2), "[0, 2]"), ((-1, 1, 1), "[-1, 1]")])
+def test_train_warns_about_targets_outside_0_1(labels, found):
+    x = torch.tensor([[0.0], [1.0], [2.0]])
+    y = torch.tensor([[0.0, v] for v in labels])  # column 1 is out of range, column 0 is not
+    with pytest.warns(TargetRangeWarning) as record:
+        train(x, y, Population([1, 2], 2), 1, 0.1, backend="torch", progress=False)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert message.startswith("y: column 1 holds targets in " + found) and "sigmoid" in message
+    assert record[0].filename == __file__
+
+
+def test_train_with_targets_in_0_1_does_not_warn():
+    x, y = five_points()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        train(x, y, Population([2, 1], 2), 1, 0.1, backend="torch", progress=False)
+    assert record == []
