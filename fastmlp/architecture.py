@@ -27,6 +27,7 @@ from functools import cached_property
 
 import torch
 
+from .initializers import _BLOCK as _INIT_BLOCK
 from .validate import ArgumentError, check_sizes
 
 __all__ = ["Architecture", "width_class", "next_pow2", "ACTIVATIONS", "SMALL_CONTRACTION", "KERNEL_MAX_WIDTH",
@@ -44,6 +45,15 @@ FUSED_MAX_HIDDEN = 4
 FUSED_MAX_WIDTH = 32
 FUSED_MAX_SAMPLES = 4096
 UNROLL_SAMPLES = 16
+# Peak bytes per drawn weight while fastmlp.initializers.init_weights runs (its live
+# temporaries, read off the code and measured with the process's peak RSS): uniform holds
+# the 32-bit draws as int64 and their shift (float64: two draws and their 53-bit sum);
+# normal adds the Box-Muller terms to two uniforms.  Keyed by (distribution, work itemsize).
+INIT_DRAW_BYTES = {("uniform", 4): 16, ("uniform", 8): 32, ("normal", 4): 20, ("normal", 8): 40}
+# Per network while a population is created: every int64 that check_seeds and seed_keys
+# allocate (the seeds, two keys and the hashing's temporaries: 17 words), counted as if none
+# were given back, since the allocator may keep freed blocks of this size resident.
+INIT_SEED_BYTES = 17 * 8
 # From AOT compiles (Triton 3.9, float32, sm_80 / sm_90 registers): 2-5-3-1 (100 words)
 # 127 / 127, 2-6-6-1 on N = 5 (164) 217 / 231, on N = 7 (170) - / 255, 2-8-6-1 (202)
 # 255 / 255, 2-8-8-1 (244) spills 56 bytes on sm_80.  The bound keeps a margin below 255,
@@ -188,6 +198,21 @@ class Architecture:
         """Peak bytes of training ``G`` networks in one pass."""
         return (self.history_bytes(G, epochs, itemsize)
                 + G * self.working_bytes(N, itemsize, x_per_network, y_per_network))
+
+    def init_bytes(self, G: int, itemsize: int, distribution: str) -> int:
+        """Peak bytes of creating ``G`` networks (:class:`fastmlp.Population`): the seeds
+        and keys, then the larger of drawing the weights (``distribution`` "uniform",
+        "normal" or "zeros", with the hashing's per-block temporaries) and the finished
+        parameters.  An upper bound of what the process's resident size grows by
+        (tests/test_persist.py measures it)."""
+        n_weights = sum(a * b for a, b in self.layers)
+        if distribution == "zeros":
+            draw = n_weights * itemsize
+        else:
+            work = 8 if itemsize == 8 else 4  # half precisions are drawn in float32, then cast
+            draw = n_weights * (INIT_DRAW_BYTES[distribution, work] + (itemsize if itemsize < work else 0))
+            draw += 2 * 8 * n_weights * min(G, _INIT_BLOCK) / G  # two int64 blocks while hashing
+        return int(G * (INIT_SEED_BYTES + max(draw, self.n_params * itemsize)))
 
     # -- per-backend limits ---------------------------------------------------------------
     def kernel_limits(self) -> str | None:

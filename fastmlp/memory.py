@@ -13,7 +13,7 @@ import torch
 from .architecture import Architecture
 from .validate import NotEnoughMemory
 
-__all__ = ["available_bytes", "budget", "plan_chunks", "MEMORY_FRACTION", "ALIGN", "fmt_bytes"]
+__all__ = ["available_bytes", "budget", "plan_chunks", "check_fits", "MEMORY_FRACTION", "ALIGN", "fmt_bytes"]
 
 # Fraction of the free memory a training run may plan to use.
 MEMORY_FRACTION = 0.7
@@ -70,3 +70,14 @@ def plan_chunks(arch: Architecture, G: int, N: int, epochs: int, itemsize: int, 
         return G
     chunk = (limit - history) // per_net
     return max(ALIGN, chunk // ALIGN * ALIGN)
+
+
+def check_fits(arg: str, needed: int, device, what: str, advice: str, detail: str = "",
+               max_bytes: int | None = None) -> None:
+    """Raise :class:`NotEnoughMemory` (naming ``arg``) when ``needed`` bytes exceed the
+    :func:`budget`: "``what`` needs N bytes ``detail``, but only M (where M comes from) can be
+    used; ``advice``"."""
+    limit, source = budget(device, max_bytes)
+    if needed > limit:
+        raise NotEnoughMemory(arg, f"{what} needs {fmt_bytes(needed)}{detail}, but only {fmt_bytes(limit)} "
+                                   f"({source}) can be used; {advice}")

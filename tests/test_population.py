@@ -103,6 +103,25 @@ def test_network_roundtrip_and_from_networks():
         pop.network(6)
 
 
+def test_from_networks_keeps_the_seeds_it_is_given():
+    # The issue: from_networks reset the seeds to 0..G-1, unpairing a rebuilt population.
+    pop = Population([2, 5, 3, 1], [11, 3, 2**40])
+    nets = [pop.network(i) for i in range(3)]
+    assert Population.from_networks(nets).seeds.tolist() == [0, 1, 2]  # placeholders, as documented
+    back = Population.from_networks(nets, seeds=pop.seeds)
+    assert torch.equal(back.seeds, pop.seeds) and back.seeds.dtype == torch.int64
+    assert all(torch.equal(a, b) for a, b in zip(back.weights + back.biases, pop.weights + pop.biases))
+    assert all(is_network_minor(t) for t in back.weights + back.biases)
+    assert Population.from_networks(nets, seeds=[7, 8, 9]).seeds.tolist() == [7, 8, 9]
+    with pytest.raises(ValueError, match="from_networks: 2 seeds for 3 networks") as e:
+        Population.from_networks(nets, seeds=[1, 2])
+    assert e.value.arg == "seeds"
+    with pytest.raises(ValueError, match="distinct"):
+        Population.from_networks(nets, seeds=[1, 1, 2])
+    with pytest.raises(TypeError, match="seeds must be ints"):
+        Population.from_networks(nets, seeds=[1.0, 2, 3])
+
+
 def test_slicing_and_clone():
     pop = Population([2, 5, 3, 1], 10)
     sub = pop[3:6]
