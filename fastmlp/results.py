@@ -1,5 +1,5 @@
-"""Results: statistics of a training run and its run folder (summary.json, losses.pt, plots),
-written all or nothing."""
+"""Results: statistics of a training run and its run folder (summary.json, losses.pt,
+population.pt, plots), written all or nothing."""
 from __future__ import annotations
 
 import ctypes
@@ -310,6 +310,9 @@ def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_bound
                folder / "losses.pt")
     files = [SUMMARY, "losses.pt"]
     _after("wrote losses.pt")
+    pop.save(folder / "population.pt")  # the trained networks: Population.load reads them back
+    files.append("population.pt")
+    _after("wrote population.pt")
     fig = plot.loss_curves(result.losses.cpu(), title=f"{pop.describe()}\n{len(pop)} networks, "
                            f"lr {config.get('lr', '')}, {config.get('init', '')}")
     plot.save(fig, folder / "loss_curves")
@@ -336,6 +339,7 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
 
     Files: summary.json (config, statistics, environment, and "files": the list of the
     folder's files), losses.pt (losses, final loss, diverged, lr and seeds of every network),
+    population.pt (the trained networks, for :meth:`fastmlp.Population.load`),
     loss_curves.png, boundaries.png (2-D inputs only).
 
     A reader of ``out`` sees the folder that was there (or none) until the new one is complete

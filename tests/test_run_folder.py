@@ -49,6 +49,7 @@ def _assert_complete(folder: Path, epochs: int, seeds: int) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
     assert sorted(summary["files"]) == sorted(p.name for p in folder.iterdir())
     assert torch.load(folder / "losses.pt")["losses"].shape == (seeds, epochs)
+    assert len(Population.load(folder / "population.pt")) == seeds
     for name in summary["files"]:
         if name.endswith(".png"):
             assert (folder / name).read_bytes()[-8:-4] == b"IEND", name  # not cut short
@@ -58,13 +59,27 @@ def _assert_complete(folder: Path, epochs: int, seeds: int) -> dict:
 def test_save_run_writes_every_file_it_lists(tmp_path):
     result, x, y = _result()
     summary = save_run(result, x, y, tmp_path / "run", CONFIG)
-    assert summary["files"] == ["summary.json", "losses.pt", "loss_curves.png"]
+    assert summary["files"] == ["summary.json", "losses.pt", "population.pt", "loss_curves.png"]
     _assert_complete(tmp_path / "run", 20, 8)
     assert _hidden(tmp_path) == []  # no temporary folder left beside it
     mode = (tmp_path / "run").stat().st_mode & 0o777
     umask = os.umask(0o022)
     os.umask(umask)
     assert mode == 0o777 & ~umask  # a plain mkdir's, not mkdtemp's 0700
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_trained_population_is_kept_bit_for_bit(tmp_path, dtype):
+    x, y = five_points()
+    pop = Population([2, 4, 3, 1], [7, 3, 11, 1000], init="normal:0.5", gain=1.5, dtype=dtype)
+    result = train(x, y, pop, 30, 0.5, backend="torch", progress=False)
+    save_run(result, x, y, tmp_path / "run", CONFIG, n_boundaries=2)
+    loaded = Population.load(tmp_path / "run" / "population.pt")
+    assert loaded.sizes == pop.sizes and loaded.dtype == dtype and loaded.gain == 1.5
+    assert str(loaded.init) == str(pop.init) and torch.equal(loaded.seeds, pop.seeds.cpu())
+    for a, b in zip(loaded.weights + loaded.biases, result.population.weights + result.population.biases):
+        assert a.dtype == b.dtype and torch.equal(a, b)  # bitwise: the trained parameters
+    assert torch.equal(loaded.predict(x), result.population.predict(x))
 
 
 def test_a_previous_run_is_refused_unless_overwrite(tmp_path):
@@ -314,9 +329,9 @@ class _Zygote:
 NEW = ["--dataset", None, "--seeds", "8", "--epochs", "20", "--hidden", "3", "--backend", "torch", "--no-progress",
        "--force"]
 # The steps of the new run's write (3 inputs: no boundaries.png), as results._after names them.
-STEPS_SWAP = ["began", "wrote losses.pt", "wrote loss_curves.png", "wrote summary.json",
+STEPS_SWAP = ["began", "wrote losses.pt", "wrote population.pt", "wrote loss_curves.png", "wrote summary.json",
               "flushed", "moved", "removed the old folder"]
-STEPS_RENAMES = STEPS_SWAP[:5] + ["moved the old folder aside"] + STEPS_SWAP[5:]
+STEPS_RENAMES = STEPS_SWAP[:6] + ["moved the old folder aside"] + STEPS_SWAP[6:]
 
 
 def _check_after_kill(out: Path, old: dict, swap: bool) -> str:
