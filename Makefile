@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fastmlp train --out runs/demo
+	$(VENV)/bin/fastmlp train --out runs/demo --force
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -34,7 +34,7 @@ CASES = ("torch only", "first", "second", "second, torch")
 
 
 def _fastmlp() -> list[str]:
-    return [sys.executable, "-m", "fastmlp", "train", "--no-progress"]
+    return [sys.executable, "-m", "fastmlp", "train", "--no-progress", "--force"]
 
 
 def _timed(argv: list[str], env: dict) -> tuple[float, str]:
