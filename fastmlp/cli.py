@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from . import datasets, distributed, engine
 from .population import Population
-from .results import check_run_folder, format_summary, save_run
+from .results import animation_run, check_run_folder, format_summary, save_run
 from .sweep import DEFAULTS as SWEEP_DEFAULTS
 from .sweep import OPTION_DEFAULTS as SWEEP_OPTION_DEFAULTS
 from .sweep import sweep
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the previous run at --out as a whole (a folder holding no run is never replaced)")
     t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--animate", action="store_true",
+                   help="also write boundaries.gif: the gallery's networks over training (2-D inputs)")
     parser.commands["sweep"] = _add_sweep_parser(sub)
     return parser
 
@@ -250,6 +252,9 @@ def cmd_train(args) -> int:
     say = print if distributed.is_main() else (lambda *a, **k: None)
     x, y = datasets.get(args.dataset)  # warns about labels a sigmoid cannot reach (a CSV's)
     sizes = [x.shape[1], *args.hidden, y.shape[1]]
+    if args.animate and x.shape[1] != 2:
+        raise ArgumentError("animate", f"--animate draws decision boundaries over a plane: it needs 2-D inputs, "
+                                       f"and {args.dataset} has {x.shape[1]}")
     pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=getattr(torch, args.dtype),
                      device=device)
     shard = distributed.current()
@@ -265,13 +270,16 @@ def cmd_train(args) -> int:
         problem = engine.Problem(pop.arch, x.shape[0], True, pop.dtype, len(pop), args.epochs)
         for name in engine.warm_up(pop.device, problem):
             say(f"(backend {name!r} is compiling for this architecture in the background: the next run can use it)")
+    # every rank replays (train is collective under torchrun); rank 0 draws
+    replay = animation_run(result, x, y, args.lr) if args.animate else None
     config = {"dataset": args.dataset, "sizes": sizes, "epochs": args.epochs, "lr": args.lr,
               "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
               "backend_requested": args.backend}
     if distributed.is_main():  # every rank holds the gathered result; rank 0 writes it
         try:
-            summary = save_run(result, x, y, args.out, config, eps=args.eps, overwrite=args.force)
+            summary = save_run(result, x, y, args.out, config, eps=args.eps, overwrite=args.force,
+                               animation=replay)
         except OSError as e:
             raise ArgumentError("out", f"cannot write the run folder {args.out!r}: {e.strerror or e}") from None
         say(format_summary(summary))

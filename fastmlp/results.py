@@ -92,6 +92,36 @@ def pick_boundary_networks(final_loss: torch.Tensor, k: int = 8) -> list[int]:
     return [int(order[p]) for p in positions]
 
 
+# --animate: the gallery's networks over training, about this many frames
+ANIMATION_FRAMES = 50
+
+
+def animation_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, lr, n_networks: int = 8,
+                  frames: int = ANIMATION_FRAMES) -> TrainResult:
+    """The gallery's networks (:func:`pick_boundary_networks`) trained again on their own, from
+    the same seeds and on the same backend, with a snapshot every ``epochs / (frames - 1)`` epochs:
+    what ``boundaries.gif`` shows.  Replaying a few seeds costs far less than keeping snapshots of
+    every network of a large run.  On the CPU program (bitwise independent of G) the replay is the
+    run itself, bit for bit; on the torch engine it agrees to float rounding."""
+    from .population import Population
+    from .train import train
+
+    pop = result.population
+    idx = pick_boundary_networks(result.final_loss, n_networks)
+    lr = lr[idx] if isinstance(lr, torch.Tensor) and lr.dim() == 1 else lr
+    again = Population(pop.sizes, pop.seeds[idx].cpu().tolist(), init=pop.init, gain=pop.gain, dtype=pop.dtype,
+                       device=pop.device)
+    every = max(1, math.ceil(result.epochs / max(frames - 1, 1)))
+    return train(x, y, again, result.epochs, lr, backend=result.backend, progress=False, snapshot_every=every)
+
+
+def _write_animation(folder: Path, x, y, replay: TrainResult) -> str:
+    anim = plot.boundary_animation(x.cpu(), y.cpu(), replay, frames=ANIMATION_FRAMES,
+                                   title=f"{replay.population.describe()}: the gallery's networks over training")
+    plot.save_animation(anim, folder / "boundaries.gif")
+    return "boundaries.gif"
+
+
 def _umask() -> int:
     try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
         with open("/proc/self/status") as f:
@@ -302,7 +332,8 @@ def _move_into_place(tmp: Path, path: Path, tag: str) -> Path | None:
     return old
 
 
-def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_boundaries: int) -> list[str]:
+def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_boundaries: int,
+                 animation: TrainResult | None = None) -> list[str]:
     """Every file of a run folder, into ``folder``; summary.json last.  Returns their names."""
     pop, config = result.population, summary["config"]
     torch.save({"losses": result.losses.cpu(), "final_loss": result.final_loss.cpu(),
@@ -327,6 +358,9 @@ def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_bound
         plot.save(fig, folder / "boundaries")
         files.append("boundaries.png")
         _after("wrote boundaries.png")
+    if animation is not None:
+        files.append(_write_animation(folder, x, y, animation))
+        _after("wrote boundaries.gif")
     summary["files"] = files
     (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     _after(f"wrote {SUMMARY}")
@@ -334,13 +368,15 @@ def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_bound
 
 
 def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
-             n_boundaries: int = 8, eps: float = 0.01, overwrite: bool = False) -> dict:
+             n_boundaries: int = 8, eps: float = 0.01, overwrite: bool = False,
+             animation: TrainResult | None = None) -> dict:
     """Write the run folder ``out``, all or nothing, and return its summary.
 
     Files: summary.json (config, statistics, environment, and "files": the list of the
     folder's files), losses.pt (losses, final loss, diverged, lr and seeds of every network),
     population.pt (the trained networks, for :meth:`fastmlp.Population.load`),
-    loss_curves.png, boundaries.png (2-D inputs only).
+    loss_curves.png, boundaries.png (2-D inputs only), and with ``animation`` (a run with
+    snapshots, :func:`animation_run`) boundaries.gif.
 
     A reader of ``out`` sees the folder that was there (or none) until the new one is complete
     and then only the new one: never a mix of two runs, never a file of an older run beside
@@ -359,7 +395,7 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
     _after("began")
     try:
-        files = _write_files(tmp, result, x, y, summary, n_boundaries)
+        files = _write_files(tmp, result, x, y, summary, n_boundaries, animation)
         for name in files:
             _sync(tmp / name)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir would give

@@ -225,3 +225,34 @@ def test_labels_outside_the_sigmoid_range_are_warned_about_once(tmp_path, capsys
     assert len(warned) == 1, warned
     assert warned[0].startswith("fastmlp train: warning: ") and "column 4, 'label'" in warned[0]
     assert "[0, 2]" in warned[0]
+
+
+def test_animate_writes_the_gallery_over_training(tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    out = tmp_path / "a"
+    argv = ["train", "--seeds", "16", "--epochs", "300", "--backend", "torch", "--no-progress", "--animate"]
+    assert main([*argv, "--out", str(out)]) == 0
+    gif = out / "boundaries.gif"
+    assert "boundaries.gif" in json.loads((out / "summary.json").read_text())["files"]
+    assert gif.stat().st_size < 5 * 2**20
+    with Image.open(gif) as im:
+        assert im.n_frames >= 30
+        im.seek(0)
+        first = np.asarray(im.convert("RGB"), dtype=np.int16)
+        im.seek(im.n_frames - 1)
+        last = np.asarray(im.convert("RGB"), dtype=np.int16)
+    # the boundaries moved: a good part of the picture changed colour between first and last
+    changed = (np.abs(first - last).sum(axis=2) > 60).mean()
+    assert changed > 0.05, changed
+
+
+def test_animate_needs_two_inputs_and_says_so_before_training(tmp_path, capsys):
+    csv = _three_feature_csv(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *SMALL, "--animate", "--dataset", f"csv:{csv}", "--out", str(tmp_path / "a")])
+    assert exc.value.code == 2
+    printed = capsys.readouterr()
+    assert "--animate: " in printed.err and "2-D inputs" in printed.err and "training" not in printed.out
+    assert not (tmp_path / "a").exists()
