@@ -20,7 +20,8 @@ import torch
 
 from . import plot
 from ._version import __version__
-from .train import TrainResult
+from .population import Population
+from .train import TrainResult, train
 from .validate import ArgumentError, check_out_dir
 
 __all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write",
@@ -103,9 +104,6 @@ def animation_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, lr, n_n
     what ``boundaries.gif`` shows.  Replaying a few seeds costs far less than keeping snapshots of
     every network of a large run.  On the CPU program (bitwise independent of G) the replay is the
     run itself, bit for bit; on the torch engine it agrees to float rounding."""
-    from .population import Population
-    from .train import train
-
     pop = result.population
     idx = pick_boundary_networks(result.final_loss, n_networks)
     lr = lr[idx] if isinstance(lr, torch.Tensor) and lr.dim() == 1 else lr
