@@ -14,7 +14,8 @@ along as stacked sub-populations and learning rates as the per-network ``lr [G]`
 whose loss history would pass ``HISTORY_BYTES`` is split along whole configurations.
 
 :func:`check_backend` asks the backend registry about every population before any of them
-trains.
+trains.  :func:`todo` cuts the plan down to what a folder still lacks: the configurations
+without a record, and the seeds that a configuration's record does not hold yet.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..population import Population, network_minor
 from ..validate import ArgumentError
 from .spec import Config, SweepSpec, SweepSpecError, hidden_label
 
-__all__ = ["Batch", "plan", "padded_population", "check_backend", "HISTORY_BYTES"]
+__all__ = ["Batch", "plan", "todo", "padded_population", "check_backend", "HISTORY_BYTES"]
 
 # Loss history per population, at most: 2 GiB is 214k networks x 2500 epochs in float32.
 HISTORY_BYTES = 2**31
@@ -37,11 +38,17 @@ HISTORY_BYTES = 2**31
 
 @dataclass
 class Batch:
-    """One population: configurations of one dataset and one depth, padded to ``widths``."""
+    """One population: configurations of one dataset and one depth, padded to ``widths``, each
+    trained on ``seeds``.  ``held`` is the most seeds any of its configurations' records
+    already hold (their new seeds are merged into them), ``losses`` whether its records keep
+    every loss history."""
 
     dataset: str
     widths: tuple[int, ...]
     configs: list[Config]
+    seeds: tuple[int, ...]
+    held: int = 0
+    losses: bool = False
 
     @property
     def depth(self) -> int:
@@ -56,10 +63,21 @@ class Batch:
         """The padded architecture ``[n_in, *widths, n_out]`` that trains."""
         return Architecture((n_in, *self.widths, n_out))
 
-    def describe(self, seeds: int) -> str:
+    @property
+    def networks(self) -> int:
+        return len(self.configs) * len(self.seeds)
+
+    def describe(self) -> str:
+        added = f" (seeds added to {self.held}: {_seed_range(self.seeds)})" if self.held else ""
         return (f"{self.dataset}, hidden {' '.join(hidden_label(h) for h in self.architectures)} "
                 f"(padded to {hidden_label(self.widths)}): {len(self.configs)} configurations, "
-                f"{len(self.configs) * seeds} networks")
+                f"{self.networks} networks{added}")
+
+
+def _seed_range(seeds: Sequence[int]) -> str:
+    """``"64..127"`` for a run, else the count."""
+    S = list(seeds)
+    return f"{S[0]}..{S[-1]}" if S == list(range(S[0], S[0] + len(S))) else f"{len(S)} seeds"
 
 
 def plan(spec: SweepSpec, history_bytes: int = HISTORY_BYTES) -> list[Batch]:
@@ -83,8 +101,25 @@ def plan(spec: SweepSpec, history_bytes: int = HISTORY_BYTES) -> list[Batch]:
             widths = tuple(max(h[l] for h in archs) for l in range(len(archs[0])))
             configs = [Config(d, h, i, lr) for h in archs for i in spec.inits for lr in spec.lrs]
             for k in range(0, len(configs), per_batch):
-                batches.append(Batch(d, widths, configs[k:k + per_batch]))
+                batches.append(Batch(d, widths, configs[k:k + per_batch], spec.seeds))
     return batches
+
+
+def todo(batches: Sequence[Batch], need: dict, held: dict, losses: dict) -> list[Batch]:
+    """What is left of the plan ``batches``: per planned population, its configurations
+    that ``need`` seeds (``need[cfg]``, in the spec's order), grouped by the seeds they need
+    and by ``losses[cfg]`` (keep the loss histories), at the plan's padding.  ``held[cfg]``
+    counts the seeds ``cfg``'s record already holds.  A population that needs everything is
+    the planned one, unchanged: a resumed sweep trains it as a fresh one would."""
+    out = []
+    for b in batches:
+        groups: dict[tuple, list[Config]] = {}
+        for c in b.configs:
+            if need[c]:
+                groups.setdefault((tuple(need[c]), bool(losses[c])), []).append(c)
+        for (seeds, keep), configs in groups.items():
+            out.append(Batch(b.dataset, b.widths, configs, seeds, max(held.get(c, 0) for c in configs), keep))
+    return out
 
 
 def check_backend(batches: Sequence[Batch], spec: SweepSpec, data: dict, backend: str, device) -> None:

@@ -21,6 +21,7 @@ import torch
 from .. import plot, stats
 from ..population import Population, network_minor
 from ..results import pick_boundary_networks
+from .run import CURVE_POINTS
 from .spec import Config, SweepSpec, SweepSpecError, hidden_label, num_label
 
 __all__ = ["check_formats", "plot_jobs", "draw"]
@@ -50,6 +51,22 @@ def check_formats(formats) -> list[str]:
     return formats
 
 
+def _every_epoch(q: torch.Tensor, at: torch.Tensor, epochs: int) -> torch.Tensor:
+    """Curves ``q [k, len(at)]`` kept at the epochs ``at``, as ``[k, epochs]``: exact at
+    ``at``, linear in between (the figure, thinned to ``CURVE_POINTS`` epochs as the records
+    are, draws the kept values themselves)."""
+    q = q.to(torch.float64)
+    if len(at) == 1:
+        return q.expand(-1, epochs).clone()
+    e = torch.arange(epochs)
+    j = torch.searchsorted(at, e).clamp(1, len(at) - 1)  # at[j - 1] <= e <= at[j]
+    a, b = at[j - 1].double(), at[j].double()
+    w = ((e.double() - a) / (b - a)).clamp(0, 1)
+    out = q[:, j - 1] * (1 - w) + q[:, j] * w
+    out[:, at] = q
+    return out
+
+
 def plot_jobs(spec: SweepSpec, records: dict, data: dict) -> list[tuple[str, bool, Callable]]:
     """The figures of a sweep as ``(file name without suffix, pure, build)``: ``build()``
     returns the Figure; ``pure`` jobs only draw numbers already computed (no training-engine
@@ -70,11 +87,13 @@ def plot_jobs(spec: SweepSpec, records: dict, data: dict) -> list[tuple[str, boo
         def rec(h, i, lr, d=d):
             return records[Config(d, h, i, lr)]
 
-        bands = {f"{hidden_label(h)} | {i.label}": [(f"lr {num_label(lr)}", rec(h, i, lr)["loss_quantiles"][[lo, med, hi]])
-                                                 for lr in spec.lrs]
+        def band(r):
+            return _every_epoch(r["loss_quantiles"][[lo, med, hi]], r["curve_epochs"], spec.epochs)
+
+        bands = {f"{hidden_label(h)} | {i.label}": [(f"lr {num_label(lr)}", band(rec(h, i, lr))) for lr in spec.lrs]
                  for h in spec.hidden for i in spec.inits}
         jobs.append((f"loss_curves{sfx}", True, lambda bands=bands, where=where: plot.loss_bands(
-            bands, ncols=ncols, title=f"Loss per configuration (hidden | init){sep}{where}")))
+            bands, ncols=ncols, max_points=CURVE_POINTS, title=f"Loss per configuration (hidden | init){sep}{where}")))
 
         ecdf = {f"{hidden_label(h)} | {i.label}": [(f"lr {num_label(lr)}", rec(h, i, lr)["epochs_to_eps"])
                                                 for lr in spec.lrs]

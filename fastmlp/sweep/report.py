@@ -32,6 +32,8 @@ class SweepResult:
     train_time_s: float
     files: list[str]
     timings: dict = field(default_factory=dict)  # seconds per phase of this call
+    trained_networks: int = 0  # networks trained by this call (configurations x the seeds they lacked)
+    peak_bytes: int = 0  # estimated peak memory of this call's largest population (0: none trained)
 
     def table(self) -> str:
         return stats.format_table(self.rows)
@@ -41,21 +43,23 @@ class SweepResult:
 
 
 def row(record: dict) -> dict:
-    """A configuration record as a row of the table (and of results.csv)."""
-    c = record["config"]
+    """A configuration record as a row of the table (and of results.csv).  The population
+    columns add up the populations that trained its seeds (several once seeds were added)."""
+    c, pops = record["config"], record["populations"]
     return {"dataset": c["dataset"], "hidden": hidden_label(c["hidden"]), "init": c["init"], "lr": c["lr"],
             "sizes": "-".join(map(str, c["sizes"])), **record["stats"],
-            "backend": record["population"]["backend"], "population_networks": record["population"]["networks"],
-            "population_wall_time_s": record["population"]["wall_time_s"]}
+            "backend": "+".join(dict.fromkeys(p["backend"] for p in pops)),
+            "population_networks": sum(p["networks"] for p in pops),
+            "population_wall_time_s": sum(p["wall_time_s"] for p in pops)}
 
 
 def write_csv(out: Path, rows: list[dict]) -> None:
     atomic_write(out / "results.csv", lambda p: stats.write_csv(rows, p))
 
 
-def summary_md(result: SweepResult, spec_json: dict, device, command: str | None) -> str:
+def summary_md(result: SweepResult, spec_json: dict, folder_json: dict, device, command: str | None) -> str:
     """The folder's summary.md: the command, the table, this call's timings, the figures,
-    the spec and the environment."""
+    the spec of the table, the folder's when it holds more, and the environment."""
     env = environment(device)
     lines = [f"# Sweep {result.out.name}", ""]
     if command:
@@ -66,15 +70,19 @@ def summary_md(result: SweepResult, spec_json: dict, device, command: str | None
               "networks that got there; `never` counts the others).", "",
               stats.markdown_table(result.rows), "",
               f"This call: {result.trained} configurations trained ({result.train_time_s:.1f} s of training), "
-              f"{result.skipped} found done, {result.wall_time_s:.1f} s in all ({result.timings_text()}).", ""]
+              f"{result.skipped} found done ({result.trained_networks} networks trained), "
+              f"{result.wall_time_s:.1f} s in all ({result.timings_text()}).", ""]
     pngs = [f for f in result.files if f.endswith(".png")]
     if pngs:
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in pngs] + [""]
-    lines += ["## Spec (sweep.json)", "", "```json", canonical(spec_json).rstrip(), "```", "",
-              "## Environment", "", "```json", json.dumps(env, indent=1), "```", ""]
+    lines += ["## Spec (this table)", "", "```json", canonical(spec_json).rstrip(), "```", ""]
+    if folder_json != spec_json:
+        lines += [f"## The folder ({SPEC_FILE}: every grid run into it)", "", "```json",
+                  canonical(folder_json).rstrip(), "```", ""]
+    lines += ["## Environment", "", "```json", json.dumps(env, indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def write_summary(result: SweepResult, spec_json: dict, device, command: str | None) -> None:
+def write_summary(result: SweepResult, spec_json: dict, folder_json: dict, device, command: str | None) -> None:
     atomic_write(result.out / "summary.md",
-                 lambda p: Path(p).write_text(summary_md(result, spec_json, device, command)))
+                 lambda p: Path(p).write_text(summary_md(result, spec_json, folder_json, device, command)))

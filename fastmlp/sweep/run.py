@@ -1,29 +1,247 @@
-"""Stage 3, the run: train one planned population, and cut it back into one record per
-configuration (statistics, curves, the trained unpadded parameters).
+"""Stage 3, the run: fit the populations to memory, train one, and cut it back into one
+record per configuration; the record format, and the merging of records.
 
-Before the first population, :func:`estimate` prints the work, the peak memory
-(``Architecture.train_bytes``, the memory model :func:`fastmlp.train` plans its chunks with)
-and, for a large sweep, a time measured on a throw-away population.
+Memory: a population's peak is ``Architecture.train_bytes`` (the memory model
+:func:`fastmlp.train` plans its chunks with) plus, on the CPU, the records being written.
+:func:`fit` splits a population that would not fit the budget along its configurations,
+then a configuration along its seeds (in blocks of ``fastmlp.memory.ALIGN``), and refuses
+only what cannot fit even then, before anything trains.  After training, the statistics
+work in pieces no larger than the working memory ``train`` has just released.
+
+A **record** holds plain values and tensors only (``torch.load(weights_only=True)`` reads it):
+
+=================  ============================================================================
+``format``         :data:`RECORD_FORMAT`
+``identity``       what it holds: ``config`` (:meth:`Config.key`), ``epochs``, ``eps``,
+                   ``dtype``, ``data_sha256`` (its data set) and ``seeds_sha256`` (its seeds)
+per seed [S]       ``seeds``, ``final_loss``, ``diverged``, ``accuracy``, ``epochs_to_eps``,
+                   ``loss_curves`` [S, K] (the loss at the ``curve_epochs`` [K]), ``weights``
+                   and ``biases`` (unpadded), and with save_losses ``losses`` [S, epochs]
+derived            ``stats`` (the table row), ``loss_quantiles`` [5, K] over the seeds
+``populations``    the populations that trained its seeds (size, backend, device, time)
+=================  ============================================================================
+
+Everything derived is a function of the per-seed data, so records of the same configuration
+on other seeds :func:`combine` into the record a sweep over all those seeds writes (bit for
+bit when the per-seed numbers are), and :func:`select` restricts one to some seeds.
 """
 from __future__ import annotations
 
+import hashlib
+import math
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import torch
 
 from .. import stats
-from ..memory import fmt_bytes
+from ..memory import ALIGN, fmt_bytes
 from ..population import Population
 from ..train import TrainResult, train
+from ..validate import NotEnoughMemory
 from .batches import Batch, padded_population
-from .spec import Config, SweepSpec
+from .spec import Config, InitSpec, SweepSpec
 
-__all__ = ["estimate", "train_batch", "config_records"]
+__all__ = ["RECORD_FORMAT", "CURVE_POINTS", "curve_epochs", "identity", "check", "derive", "combine", "select",
+           "batch_bytes", "fit", "estimate", "train_batch", "config_records"]
 
 # Sweeps of at least this many network-epochs get a measured time estimate first: a probe
 # of min(G, 8192) networks x 12 epochs per padded architecture (~0.1 s on the 2-core dev box).
 ESTIMATE_ABOVE = 10**7
 PROBE_NETWORKS = 8192
+
+RECORD_FORMAT = 2
+# Epochs at which a record keeps every seed's loss (and the quantiles over seeds): the ones
+# the loss-curve figure draws (fastmlp.plot.loss_bands with max_points=CURVE_POINTS: every
+# k-th epoch and the last).  2 KiB per seed in float32.
+CURVE_POINTS = 500
+# Per-seed values of a record besides the parameters: name -> dtype (None: the spec's).
+_PER_SEED = {"seeds": torch.int64, "final_loss": None, "diverged": torch.bool, "accuracy": torch.float64,
+             "epochs_to_eps": torch.int64, "loss_curves": None}
+
+
+def curve_epochs(epochs: int) -> torch.Tensor:
+    """The epochs (indices of ``losses[:, e]``) a record keeps curves at: every
+    ``ceil(epochs / CURVE_POINTS)``-th and the last."""
+    keep = torch.arange(0, epochs, max(1, math.ceil(epochs / CURVE_POINTS)))
+    return keep if keep[-1] == epochs - 1 else torch.cat([keep, torch.tensor([epochs - 1])])
+
+
+def _seeds_digest(seeds: torch.Tensor) -> str:
+    return hashlib.sha256(seeds.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def identity(cfg: Config, spec: SweepSpec, data_sha256: str) -> dict:
+    """What a record of ``cfg`` must name, but for its seeds (:func:`derive` adds their digest)."""
+    return {"config": cfg.key(), "epochs": spec.epochs, "eps": spec.eps, "dtype": spec.dtype,
+            "data_sha256": data_sha256}
+
+
+def _label(key) -> str:
+    try:
+        return Config(key["dataset"], tuple(key["hidden"]), InitSpec(key["init"], key["gain"]), key["lr"]).label
+    except (TypeError, KeyError):
+        return repr(key)
+
+
+def check(rec, want: dict, sizes: Sequence[int]) -> str | None:
+    """Why ``rec`` cannot stand for the configuration of identity ``want`` with layer
+    ``sizes`` (None when it can): another configuration, other training, a malformed part."""
+    if not isinstance(rec, dict):
+        return f"holds a {type(rec).__name__}, not a configuration record"
+    if rec.get("format") != RECORD_FORMAT:
+        return ("is from an older fastmlp and does not name what it holds" if "format" not in rec else
+                f"has record format {rec['format']!r}, not {RECORD_FORMAT}")
+    got = rec.get("identity")
+    if not isinstance(got, dict):
+        return "does not name what it holds"
+    if got.get("config") != want["config"]:
+        return f"holds another configuration ({_label(got.get('config'))})"
+    for k in want:
+        if got.get(k) != want[k]:
+            return f"was trained with {k} {got.get(k)!r}, this sweep has {want[k]!r}"
+    dtype = getattr(torch, want["dtype"])
+    seeds = rec.get("seeds")
+    if not isinstance(seeds, torch.Tensor) or seeds.dim() != 1 or seeds.dtype != torch.int64:
+        return "has no seeds"
+    S, K, E = len(seeds), len(curve_epochs(want["epochs"])), want["epochs"]
+    shapes = {k: (dt or dtype, (S,)) for k, dt in _PER_SEED.items()}
+    shapes["loss_curves"] = (dtype, (S, K))
+    if "losses" in rec:
+        shapes["losses"] = (dtype, (S, E))
+    for k, (dt, shape) in shapes.items():
+        t = rec.get(k)
+        if not isinstance(t, torch.Tensor) or t.dtype != dt or tuple(t.shape) != shape:
+            return f"has a malformed {k!r}"
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    for k, shape in (("weights", lambda a, c: (S, a, c)), ("biases", lambda a, c: (S, c))):
+        ts = rec.get(k)
+        if not isinstance(ts, list) or len(ts) != len(layers) or any(
+                not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape(a, c)
+                for t, (a, c) in zip(ts, layers)):
+            return f"has malformed {k!r}"
+    if len(set(seeds.tolist())) != S or got.get("seeds_sha256") != _seeds_digest(seeds):
+        return "has seeds that do not match its seed digest"
+    at = rec.get("curve_epochs")
+    if not isinstance(at, torch.Tensor) or not torch.equal(at, curve_epochs(E)):
+        return "has malformed 'curve_epochs'"
+    if not isinstance(rec.get("stats"), dict) or not isinstance(rec.get("populations"), list):
+        return "has no statistics"
+    return None
+
+
+def _quantile_curves(curves: torch.Tensor, scratch: int) -> torch.Tensor:
+    """``stats.loss_quantile_curves`` in slices of epochs (each epoch's quantiles are its own:
+    the same bits), so that its float64 copies and sort stay within ``scratch`` bytes."""
+    cols = max(1, scratch // (64 * max(1, curves.shape[0])))
+    return torch.cat([stats.loss_quantile_curves(curves[:, k:k + cols]) for k in range(0, curves.shape[1], cols)],
+                     dim=1)
+
+
+def derive(rec: dict, scratch: int | None = None) -> dict:
+    """Fill in (in place) what ``rec`` derives from its per-seed values: the seed digest,
+    the statistics and the loss quantile curves, with at most ``scratch`` bytes of
+    temporaries (default: an eighth of what its loss curves take)."""
+    scratch = rec["loss_curves"].nbytes // 8 if scratch is None else scratch
+    rec["identity"] = {**rec["identity"], "seeds_sha256": _seeds_digest(rec["seeds"])}
+    rec["stats"] = stats.config_stats(rec["final_loss"], rec["diverged"], rec["epochs_to_eps"], rec["accuracy"],
+                                      rec["identity"]["eps"])
+    rec["loss_quantiles"] = _quantile_curves(rec["loss_curves"], scratch)
+    rec["loss_quantile_levels"] = stats.CURVE_QUANTILES
+    return rec
+
+
+def _per_seed(rec: dict) -> list[str]:
+    return [*_PER_SEED, *(["losses"] if "losses" in rec else [])]
+
+
+def combine(parts: Sequence[dict]) -> dict:
+    """One record from records of the same configuration on disjoint seeds, in order
+    (the loss histories only if every part has them)."""
+    if len(parts) == 1:
+        return parts[0]
+    rec = dict(parts[0])
+    if not all("losses" in p for p in parts):
+        rec.pop("losses", None)
+    for k in _per_seed(rec):
+        rec[k] = torch.cat([p[k] for p in parts])
+    for k in ("weights", "biases"):
+        rec[k] = [torch.cat(ts) for ts in zip(*(p[k] for p in parts))]
+    rec["populations"] = [q for p in parts for q in p["populations"]]
+    return derive(rec)
+
+
+def select(rec: dict, seeds: Sequence[int]) -> dict:
+    """``rec`` restricted to ``seeds`` (which it holds), in that order."""
+    have = rec["seeds"].tolist()
+    if have == list(seeds):
+        return rec
+    where = {s: i for i, s in enumerate(have)}
+    idx = torch.tensor([where[s] for s in seeds], dtype=torch.int64)
+    out = dict(rec)
+    for k in _per_seed(rec):
+        out[k] = rec[k][idx]
+    for k in ("weights", "biases"):
+        out[k] = [t[idx] for t in rec[k]]
+    return derive(out)
+
+
+# -- memory ---------------------------------------------------------------------------------
+def batch_bytes(batch: Batch, spec: SweepSpec, data: dict, device) -> tuple[int, int]:
+    """``(training, records)``: the peak bytes of training ``batch`` in one pass
+    (``Architecture.train_bytes``) and, on the CPU, of the records it writes: three times
+    the largest one (the record in the folder, read back; the new part with the merged
+    record; the scratch of its statistics), 0 on other devices (records go to the host)."""
+    x, y = data[batch.dataset]
+    arch, isz, E = batch.architecture(x.shape[1], y.shape[1]), spec.torch_dtype.itemsize, spec.epochs
+    training = arch.train_bytes(batch.networks, x.shape[0], E, isz)
+    if torch.device(device).type != "cpu":
+        return training, 0
+    per_seed = 25 + isz * (1 + len(curve_epochs(E)) + arch.n_params + E * batch.losses)
+    return training, 3 * per_seed * (len(batch.seeds) + batch.held)
+
+
+def _largest(fits, hi: int) -> int:
+    """The largest n in 0..hi with fits(n), for a fits that holds up to some n and not after."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def fit(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, limit: int, source: str) -> list[Batch]:
+    """The populations of ``todo``, split until each fits ``limit`` bytes: along whole
+    configurations, then one configuration's seeds in blocks of ``ALIGN``.  Raises
+    :class:`~fastmlp.validate.NotEnoughMemory` ``("seeds", ...)`` with the sizes when not
+    even ``ALIGN`` networks of one configuration (and its record) fit."""
+    def fits(b):
+        return sum(batch_bytes(b, spec, data, device)) <= limit
+
+    out = []
+    for b in todo:
+        C = len(b.configs)
+        k = _largest(lambda n: fits(replace(b, configs=b.configs[:n])), C)
+        if k:
+            k = -(-C // -(-C // k))  # as many pieces as needed, of even size
+            out += [replace(b, configs=b.configs[i:i + k]) for i in range(0, C, k)]
+            continue
+        S = len(b.seeds)  # one configuration: its record whole, its seeds trained in blocks
+
+        def piece(n, b=b, S=S):
+            return replace(b, configs=b.configs[:1], seeds=b.seeds[:n], held=b.held + S - n)
+        m = ALIGN * _largest(lambda n: fits(piece(n * ALIGN)), S // ALIGN)
+        if not m:
+            smallest = piece(min(S, ALIGN))
+            training, records = batch_bytes(smallest, spec, data, device)
+            raise NotEnoughMemory("seeds", (
+                f"{b.configs[0].label}: {smallest.networks} networks of one configuration for {spec.epochs} epochs need about "
+                f"{fmt_bytes(training)} to train" + (f" and {fmt_bytes(records)} for its record" if records else "")
+                + f", but only {fmt_bytes(limit)} ({source}) can be used; train fewer seeds or epochs, or free memory"))
+        m = ALIGN * -(-S // (ALIGN * -(-S // m)))  # as many blocks as needed, of even size
+        out += [replace(b, configs=[c], seeds=b.seeds[i:i + m], held=b.held + i)
+                for c in b.configs for i in range(0, S, m)]
+    return out
 
 
 def _fmt_s(s: float) -> str:
@@ -40,47 +258,53 @@ def _probe_seconds(x, y, sizes, G: int, dtype, device, backend) -> float:
     return r.wall_time_s / (G * epochs)
 
 
-def estimate(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, backend) -> str:
-    """One line: the work, its memory, and (for a large sweep) a measured time estimate."""
-    S, itemsize = len(spec.seeds), spec.torch_dtype.itemsize
-    ne = sum(len(b.configs) for b in todo) * S * spec.epochs
+def estimate(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, backend, limit: int,
+             source: str) -> tuple[str, int]:
+    """``(one line: the work, its memory against the budget and, for a large sweep, a
+    measured time, the peak bytes)``."""
+    ne = sum(b.networks for b in todo) * spec.epochs
     peak, est_s, rates = 0, 0.0, {}
     large = ne >= ESTIMATE_ABOVE
     for b in todo:
         x, y = data[b.dataset]
         arch = b.architecture(x.shape[1], y.shape[1])
-        G = len(b.configs) * S
-        peak = max(peak, arch.train_bytes(G, x.shape[0], spec.epochs, itemsize))
+        peak = max(peak, sum(batch_bytes(b, spec, data, device)))
         if large:
             key = (b.dataset, arch.sizes)
             if key not in rates:
-                rates[key] = _probe_seconds(x, y, list(arch.sizes), min(G, PROBE_NETWORKS), spec.torch_dtype,
-                                            device, backend)
-            est_s += rates[key] * G * spec.epochs
+                rates[key] = _probe_seconds(x, y, list(arch.sizes), min(b.networks, PROBE_NETWORKS),
+                                            spec.torch_dtype, device, backend)
+            est_s += rates[key] * b.networks * spec.epochs
     when = f"about {_fmt_s(est_s)} of training on {device} (probed)" if large else "a small sweep"
-    return f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {fmt_bytes(peak)} (the largest population)"
+    return (f"estimate: {ne:.3g} network-epochs, {when}; peak memory about {fmt_bytes(peak)} (the largest "
+            f"population), of {fmt_bytes(limit)} it may use ({source})"), peak
 
 
-def train_batch(batch: Batch, spec: SweepSpec, x, y, device, backend, progress) -> tuple[Population, TrainResult]:
+def train_batch(batch: Batch, spec: SweepSpec, x, y, device, backend, progress,
+                max_bytes: int | None = None) -> tuple[Population, TrainResult]:
     """Build the batch's padded population and train it: ``(population, train result)``."""
-    pop, lr = padded_population(x.shape[1], y.shape[1], batch.widths, batch.configs, spec.seeds, spec.torch_dtype,
-                                device)
-    return pop, train(x, y, pop, spec.epochs, lr, backend=backend, progress=progress)
+    pop, lr = padded_population(x.shape[1], y.shape[1], batch.widths, batch.configs, batch.seeds,
+                                spec.torch_dtype, device)
+    return pop, train(x, y, pop, spec.epochs, lr, backend=backend, progress=progress, max_bytes=max_bytes)
 
 
 def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: TrainResult, x, y,
-                   save_losses: bool = False) -> Iterator[tuple[Config, dict]]:
+                   data_sha256: str) -> Iterator[tuple[Config, dict]]:
     """``(configuration, record)`` for each configuration of a trained batch, one at a time
-    (a record holds CPU copies of its block: with ``save_losses`` its loss history).
+    (a record holds CPU copies of its block; with ``batch.losses`` its loss history).
 
     Raises RuntimeError when a zero-padded unit changed during training (padding was not
     exact on that backend)."""
-    n_in, n_out = x.shape[1], y.shape[1]
-    S = len(spec.seeds)
+    n_in, n_out, N = x.shape[1], y.shape[1], x.shape[0]
+    S, E, isz = len(batch.seeds), spec.epochs, spec.torch_dtype.itemsize
     losses = result.losses  # [G, epochs], a view of an epoch-major buffer
-    epochs_to = stats.epochs_to_eps(losses, result.final_loss, spec.eps)
-    acc = stats.accuracy(pop.predict(x), y)
     diverged = result.diverged
+    # train()'s working memory is free again: the statistics below work in pieces within it.
+    per_net = batch.architecture(n_in, n_out).working_bytes(N, isz)
+    scratch = len(pop) * per_net
+    rows = max(1, min(S, scratch // (per_net + 2 * E)))
+    at = curve_epochs(E).to(losses.device)
+    seeds = torch.tensor(batch.seeds, dtype=torch.int64)
     for k, cfg in enumerate(batch.configs):
         block = slice(k * S, (k + 1) * S)
         sizes = [n_in, *cfg.hidden, n_out]
@@ -95,23 +319,31 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
                                    f"{result.backend!r}; padding is not exact there (please report it)")
             weights.append(w[:, :a, :c].contiguous().cpu())
             biases.append(b[:, :c].contiguous().cpu())
-        row = stats.config_stats(result.final_loss[block], diverged[block], epochs_to[block], acc[block], spec.eps)
+        epochs_to, acc = [], []
+        for g in range(block.start, block.stop, rows):
+            part = slice(g, min(block.stop, g + rows))
+            epochs_to.append(stats.epochs_to_eps(losses[part], result.final_loss[part], spec.eps).cpu())
+            acc.append(stats.accuracy(pop[part].predict(x), y).cpu())
         record = {
+            "format": RECORD_FORMAT,
+            "identity": identity(cfg, spec, data_sha256),
             "config": {"dataset": cfg.dataset, "hidden": list(cfg.hidden), "init": cfg.init.label,
                        "scheme": cfg.init.scheme, "gain": cfg.init.gain, "lr": cfg.lr, "sizes": sizes},
-            "stats": row,
-            "seeds": torch.tensor(spec.seeds, dtype=torch.int64),
+            "seeds": seeds.clone(),
             "final_loss": result.final_loss[block].cpu().clone(),
             "diverged": diverged[block].cpu().clone(),
-            "accuracy": acc[block].cpu().clone(),
-            "epochs_to_eps": epochs_to[block].cpu().clone(),
-            "loss_quantiles": stats.loss_quantile_curves(losses[block]),
-            "loss_quantile_levels": stats.CURVE_QUANTILES,
+            "accuracy": torch.cat(acc),
+            "epochs_to_eps": torch.cat(epochs_to),
+            "loss_curves": losses[block][:, at].cpu(),  # indexing copies
+            "curve_epochs": curve_epochs(E),
             "weights": weights,
             "biases": biases,
-            "population": {"networks": len(pop), "sizes": [n_in, *batch.widths, n_out], "backend": result.backend,
-                           "device": str(pop.device), "wall_time_s": result.wall_time_s},
+            "populations": [{"networks": len(pop), "sizes": [n_in, *batch.widths, n_out], "seeds": S,
+                             "backend": result.backend, "device": str(pop.device),
+                             "wall_time_s": result.wall_time_s}],
         }
-        if save_losses:
+        if batch.losses:
             record["losses"] = losses[block].cpu().clone()
-        yield cfg, record
+        del weights, biases, epochs_to, acc
+        yield cfg, derive(record, scratch)
+        del record

@@ -23,8 +23,8 @@ from ..initializers import parse_init
 from ..validate import (ArgumentError, check_device, check_gain, check_hidden, check_int, check_real, check_seeds,
                         flag_of)
 
-__all__ = ["DEFAULTS", "OPTION_DEFAULTS", "SweepSpecError", "InitSpec", "Config", "SweepSpec", "device_of",
-           "load_data"]
+__all__ = ["DEFAULTS", "OPTION_DEFAULTS", "GRID_KEYS", "SweepSpecError", "InitSpec", "Config", "SweepSpec",
+           "device_of", "load_data", "data_digest", "seeds_text", "seeds_of_text"]
 
 # The spec's defaults, keyed by the argument of sweep() / SweepSpec.build, in argument form.
 DEFAULTS: Mapping[str, object] = MappingProxyType({
@@ -46,7 +46,11 @@ OPTION_DEFAULTS: Mapping[str, object] = MappingProxyType({
     "plots": True,
     "formats": ("png", "pdf"),
     "save_losses": False,
+    "max_bytes": None,  # memory a population may plan to use; default: fastmlp.memory.budget's share of free memory
 })
+# The keys of sweep.json that list values of the grid: a sweep may extend a folder by adding
+# values to them, or reorder them; every other key must match the folder's.
+GRID_KEYS = ("datasets", "hidden", "init", "lr", "seeds")
 
 _SPEC_VERSION = 1
 
@@ -164,11 +168,16 @@ class Config:
     def label(self) -> str:
         return f"{self.dataset} hidden {hidden_label(self.hidden)} {self.init.label} lr {num_label(self.lr)}"
 
+    def key(self) -> dict:
+        """The canonical description of the configuration: what its record names, and what
+        its file name's digest is taken of."""
+        return {"dataset": self.dataset, "hidden": list(self.hidden), "init": self.init.scheme,
+                "gain": self.init.gain, "lr": self.lr}
+
     @property
     def filename(self) -> str:
         """``configs/<readable>-<hash>.pt``: readable, and unique even after sanitising."""
-        key = json.dumps([self.dataset, list(self.hidden), self.init.scheme, self.init.gain, self.lr])
-        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps(list(self.key().values())).encode()).hexdigest()[:8]
         readable = f"{self.dataset}_h{'-'.join(map(str, self.hidden)) or 'none'}_{self.init.label}_lr{num_label(self.lr)}"
         return re.sub(r"[^A-Za-z0-9._@-]+", "_", readable)[:100] + f"-{digest}.pt"
 
@@ -245,19 +254,43 @@ class SweepSpec:
                 f"{self.networks} networks, {self.epochs} epochs")
 
     def to_json(self) -> dict:
-        S = self.seeds
-        contiguous = S == tuple(range(S[0], S[0] + len(S)))
         return {
             "fastmlp_sweep": _SPEC_VERSION,
             "datasets": list(self.datasets),
             "hidden": [list(h) for h in self.hidden],
             "init": [i.label for i in self.inits],
             "lr": list(self.lrs),
-            "seeds": f"{S[0]}:{S[0] + len(S)}" if contiguous else list(S),
+            "seeds": seeds_text(self.seeds),
             "epochs": self.epochs,
             "eps": self.eps,
             "dtype": self.dtype,
         }
+
+
+def seeds_text(seeds: Sequence[int]):
+    """Seeds as sweep.json writes them: ``"a:b"`` for the run a..b-1, else the list."""
+    S = list(seeds)
+    return f"{S[0]}:{S[0] + len(S)}" if S == list(range(S[0], S[0] + len(S))) else S
+
+
+def seeds_of_text(text) -> list[int]:
+    """The inverse of :func:`seeds_text`; ValueError for anything else."""
+    if isinstance(text, str):
+        a, _, b = text.partition(":")
+        return list(range(int(a), int(b)))
+    if isinstance(text, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in text):
+        return list(text)
+    raise ValueError(f"seeds must be 'a:b' or a list of ints, got {text!r}")
+
+
+def data_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A digest of a data set's shapes and values (read as float64)."""
+    h = hashlib.sha256()
+    for t in (x, y):
+        t = t.detach().to("cpu", torch.float64).contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def device_of(device) -> torch.device:
