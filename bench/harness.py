@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from fastmlp import results as _results  # noqa: E402
+from fastmlp import files as _files, results as _results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 QUANTILES = [0.5, 0.2, 0.8]  # median, 20 %, 80 % (the Triton tutorials' do_bench call)
@@ -271,7 +271,7 @@ def write_json(out, bench: str, env: dict, fields: dict, *, script: str, argv: l
     record = {"bench": bench, "command": command(script, argv), "environment": env, **fields}
     path = Path(out) / f"{bench}-{slug or device_slug(env)}-{env['date'][:10]}{tag}.json"
     text = json.dumps(record, indent=1) + "\n"
-    _results.atomic_write(path, lambda p: Path(p).write_text(text))
+    _files.atomic_write(path, lambda p: Path(p).write_text(text))
     return path
 
 

@@ -30,7 +30,7 @@ Everything read is checked (marker, version, keys, sizes, every shape against th
 G, one dtype, the seeds) and every problem is a :class:`PopulationFileError` naming the file.
 Parameters may be non-finite: a diverged network is kept as it was.
 
-Saving is all or nothing (:func:`atomic_write`): a reader sees the old file or the new one.
+Saving is all or nothing (:func:`fastmlp.files.atomic_write`): a reader sees the old file or the new one.
 This module does not import :mod:`fastmlp.population` (which imports it): it writes any
 object with a population's attributes and reads a file into :class:`Contents`.
 """
@@ -41,7 +41,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +49,12 @@ import torch
 
 from ._version import __version__
 from .architecture import Architecture
+from .files import atomic_write
 from .initializers import InitScheme, parse_init
 from .layout import is_network_minor, network_minor
 from .validate import ArgumentError, ArgumentTypeError
 
-__all__ = ["PopulationFileError", "Contents", "write", "read", "atomic_write", "FORMAT", "VERSION", "DTYPES"]
+__all__ = ["PopulationFileError", "Contents", "write", "read", "FORMAT", "VERSION", "DTYPES"]
 
 FORMAT = "fastmlp.population"
 VERSION = 1
@@ -224,8 +224,12 @@ def _check(state, where: str) -> Contents:
             init = parse_init(init)
         except ArgumentError as e:
             raise bad(f"init: {e.message}") from None
-        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain):
-            raise bad(f"gain must be a finite number, got {gain!r}")
+        try:  # an int too large for a float overflows here
+            finite = not isinstance(gain, bool) and isinstance(gain, (int, float)) and math.isfinite(gain)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise bad(f"gain must be a finite number, got {gain!r}"[:200])
         gain = float(gain)
 
     tensors, seen = {}, set()
@@ -260,37 +264,3 @@ def _owned(t: torch.Tensor, seen: set) -> torch.Tensor:
     return t
 
 
-# -- writing a file all or nothing -----------------------------------------------------------
-def _umask() -> int:
-    try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to the disk and
-    rename it to ``path``: a reader sees the old file or the whole new one, never a part.
-    The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -264,14 +264,14 @@ def cmd_train(args) -> int:
         warnings.simplefilter("ignore", TargetRangeWarning)
         result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
                        progress=False if args.no_progress or not distributed.is_main() else None)
+        # every rank replays (train is collective under torchrun); rank 0 draws
+        replay = animation_run(result, x, y, args.lr) if args.animate else None
     if args.backend == "auto" and distributed.is_main():
         # A backend auto passed over for its one-off cost (the CPU program's cold compile)
         # prepares in the background, so that the next run of this problem can take it.
         problem = engine.Problem(pop.arch, x.shape[0], True, pop.dtype, len(pop), args.epochs)
         for name in engine.warm_up(pop.device, problem):
             say(f"(backend {name!r} is compiling for this architecture in the background: the next run can use it)")
-    # every rank replays (train is collective under torchrun); rank 0 draws
-    replay = animation_run(result, x, y, args.lr) if args.animate else None
     config = {"dataset": args.dataset, "sizes": sizes, "epochs": args.epochs, "lr": args.lr,
               "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),

@@ -121,7 +121,12 @@ class Population:
         ``seeds`` as in :meth:`from_networks` (default ``0..G-1``, placeholders); init and
         gain are unknown (None).  The parameters are copied.  One module alone (not in a
         list) makes a population of one."""
-        modules = list(modules) if not isinstance(modules, nn.Module) else [modules]
+        if isinstance(modules, nn.Module):
+            modules = [modules]
+        elif isinstance(modules, (str, bytes)) or not hasattr(modules, "__iter__"):
+            raise ArgumentTypeError("modules", f"from_modules takes torch.nn.Sequential modules (a list of them, or "
+                                               f"one), got {type(modules).__name__}")
+        modules = list(modules)
         if not modules:
             raise ArgumentError("modules", "from_modules: need at least one module")
         sizes, dtype, device = _module_architecture(modules[0], 0)

@@ -2,7 +2,6 @@
 population.pt, plots), written all or nothing."""
 from __future__ import annotations
 
-import ctypes
 import errno
 import importlib.metadata
 import json
@@ -11,7 +10,6 @@ import os
 import platform
 import re
 import shutil
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 
 from . import plot
 from ._version import __version__
+from .files import alive as _alive, atomic_write, exchange as _exchange, sync as _sync, umask as _umask
 from .population import Population
 from .train import TrainResult, train
 from .validate import ArgumentError, check_out_dir
@@ -120,57 +119,6 @@ def _write_animation(folder: Path, x, y, replay: TrainResult) -> str:
     return "boundaries.gif"
 
 
-def _umask() -> int:
-    try:  # Linux: read it without setting it (os.umask would change it for every thread a moment)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder and rename: all or nothing.
-    The file gets the permissions a plain ``open`` would give it (mkstemp's are 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# -- the run folder -----------------------------------------------------------------------
-# A run folder is written all or nothing.  Its files are written into a hidden folder beside
-# it, ``.NAME.tmp-PID-XXXX``, flushed to the disk, and then the folder is moved into place:
-#
-# * no folder there yet: one rename(2).  A reader sees no folder, then the complete one.
-# * a folder there (``overwrite``): on Linux, renameat2(RENAME_EXCHANGE) swaps the two folders
-#   in one atomic step (the old one is then at the hidden name, and is removed).  A reader
-#   sees the old folder, then the complete new one; there is no instant without a folder.
-# * where that swap is not available (another OS, a file system without it): the old folder
-#   is renamed to ``.NAME.old-PID-XXXX`` (same PID-XXXX), the new one to NAME, the old one
-#   removed.  Between the two renames (microseconds) there is no folder at NAME: a reader
-#   gets FileNotFoundError, never a mix.  A process killed right there leaves both hidden
-#   folders, and the next check or write of NAME (:func:`recover_run_folder`, which every
-#   `fastmlp train` runs first) completes the move: the new folder, complete by then, goes to
-#   NAME ("roll forward", as the Linux swap would have ended), the old one is removed.
-#
-# Killed at any other point, a write leaves at NAME the old folder (or none) before the move
-# and the new one after it, plus a hidden leftover that the next write of NAME removes.  Leftovers of a process that is still running
-# (its PID is in the name) are left alone, so two writes of one folder never delete each
-# other's files; the last to finish wins.  A PID names a process of this machine only: on a
-# shared file system, do not write one folder from two machines at once.
-
 SUMMARY = "summary.json"
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-(?P<tag>[a-z0-9_]+)")
 
@@ -179,64 +127,6 @@ def _after(step: str) -> None:
     """Called after each step of a run folder's write ("began", "wrote losses.pt", ...,
     "flushed", "moved", "removed the old folder"); does nothing.  Tests replace it to kill the
     process at a chosen step."""
-
-
-def _sync(path) -> None:
-    """Flush a file, or a folder's entries, to the disk (where the platform can open it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _renameat2():
-    """libc's renameat2 (Linux, glibc >= 2.28), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_RENAMEAT2 = _renameat2()
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap folders ``a`` and ``b`` atomically; False where the system or file system cannot."""
-    if _RENAMEAT2 is None:
-        return False
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-        return False  # EPERM: seccomp filters (some containers) refuse unknown calls this way
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this machine runs (this one does; unknown off POSIX: no)."""
-    if pid == os.getpid():
-        return True
-    if os.name != "posix":
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: someone else's process
-        return True
-    return True
 
 
 def is_run_folder(path) -> bool:
@@ -312,10 +202,17 @@ def check_run_folder(out, overwrite: bool = False) -> Path:
     return path
 
 
-def _move_into_place(tmp: Path, path: Path, tag: str) -> Path | None:
-    """Move the complete folder ``tmp`` to ``path``; returns the replaced folder to remove."""
-    if not os.path.lexists(path):
-        os.rename(tmp, path)
+def _move_into_place(tmp: Path, path: Path, tag: str, overwrite: bool) -> Path | None:
+    """Move the complete folder ``tmp`` to ``path``; returns the replaced folder to remove.
+    Without ``overwrite`` one plain rename, which the system refuses over a non-empty folder:
+    a run that another process moved into place a moment ago is never replaced."""
+    if not overwrite or not os.path.lexists(path):
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise ArgumentError("out", f"{path} was filled by another process while this one wrote") from None
+            raise
         return None
     if _exchange(tmp, path):
         return tmp  # it holds the old folder now
@@ -328,6 +225,19 @@ def _move_into_place(tmp: Path, path: Path, tag: str) -> Path | None:
         os.rename(old, path)  # should this fail too, recover_run_folder puts it back later
         raise
     return old
+
+
+def _keep_beside(tmp: Path, path: Path) -> Path:
+    """Rename the finished folder ``tmp`` to a new name beside ``path`` (``NAME-PID``, ``NAME-PID-2``...)."""
+    for k in range(1, 1000):
+        kept = path.with_name(f"{path.name}-{os.getpid()}" + (f"-{k}" if k > 1 else ""))
+        try:
+            os.rename(tmp, kept)  # refused over a non-empty folder: try the next name
+            return kept
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise FileExistsError(f"no free name beside {path}")
 
 
 def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_boundaries: int,
@@ -399,8 +309,12 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir would give
         _sync(tmp)
         _after("flushed")
-        _check_replaceable(path, os.fspath(out), overwrite)  # again: a folder may have appeared since
-        replaced = _move_into_place(tmp, path, tag=tmp.name[len(f".{path.name}.tmp-"):])  # PID-XXXX
+        try:  # again: a run may have appeared there since the check before training
+            _check_replaceable(path, os.fspath(out), overwrite)
+            replaced = _move_into_place(tmp, path, tmp.name[len(f".{path.name}.tmp-"):], overwrite)  # PID-XXXX
+        except ArgumentError as e:  # keep this run beside it rather than lose it
+            kept = _keep_beside(tmp, path)
+            raise ArgumentError("out", f"{e.message}; this run was kept in {kept} instead") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

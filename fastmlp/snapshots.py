@@ -20,7 +20,7 @@ import torch
 from .architecture import Architecture
 from .layout import network_minor
 from .population import Population
-from .validate import ArgumentError, check_index, check_int
+from .validate import ArgumentError, ArgumentTypeError, check_index, check_int
 
 __all__ = ["Snapshots", "snapshot_epochs", "block_bounds"]
 
@@ -81,8 +81,8 @@ class Snapshots:
         else:
             try:
                 index = check_index(networks, G, "cpu")
-            except ArgumentError as e:
-                raise ArgumentError("snapshot_networks", f"snapshot_networks: {e.message}") from None
+            except ArgumentError as e:  # ArgumentTypeError too: the same class, named for this argument
+                raise type(e)("snapshot_networks", f"snapshot_networks: {e.message}") from None
             except IndexError as e:
                 raise ArgumentError("snapshot_networks", f"snapshot_networks: {e}") from None
             idx = torch.arange(G)[index] if isinstance(index, slice) else index
@@ -122,6 +122,8 @@ class Snapshots:
     def population(self, j: int):
         """The chosen networks at snapshot ``j`` as a :class:`~fastmlp.Population` (a copy), in the
         order of ``networks``: for plots such as :func:`fastmlp.plot.unit_maps`."""
+        if isinstance(j, bool) or not isinstance(j, int):
+            raise ArgumentTypeError("j", f"a snapshot is chosen by an int, got {type(j).__name__}")
         if not -len(self) <= j < len(self):
             raise IndexError(f"snapshot {j} is out of range for {len(self)} snapshots")
 

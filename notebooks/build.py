@@ -181,10 +181,34 @@ def build():
     return nb
 
 
-def execute(nb, cwd: Path):
+KERNEL = "fastmlp-lab4"
+
+
+def execute(nb, cwd: Path, timeout: int = TIMEOUT_S):
+    """Run every cell of ``nb`` in a kernel of *this* interpreter (a kernelspec written for the
+    run, not whatever ``python3`` kernel the user's Jupyter has), from the folder ``cwd``."""
+    import json
+    import os
+    import tempfile
+
     from nbclient import NotebookClient
 
-    NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    with tempfile.TemporaryDirectory(prefix="fastmlp-kernel-") as where:
+        spec = Path(where) / "kernels" / KERNEL
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python ({sys.executable})", "language": "python"}))
+        old = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = where + (os.pathsep + old if old else "")
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(cwd)}}).execute()
+        finally:
+            if old is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = old
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
 

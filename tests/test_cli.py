@@ -227,13 +227,19 @@ def test_labels_outside_the_sigmoid_range_are_warned_about_once(tmp_path, capsys
     assert "[0, 2]" in warned[0]
 
 
-def test_animate_writes_the_gallery_over_training(tmp_path):
+def test_animate_writes_the_gallery_over_training(tmp_path, capsys):
     from PIL import Image
     import numpy as np
 
+    # the lab's five points as a CSV whose centre label is 2: warned about once, replay included
+    csv = tmp_path / "five.csv"
+    csv.write_text("a,b,label\n0,0,2\n1,0,0\n0,-1,0\n-1,0,0\n0,1,0\n")
     out = tmp_path / "a"
-    argv = ["train", "--seeds", "16", "--epochs", "300", "--backend", "torch", "--no-progress", "--animate"]
+    argv = ["train", "--seeds", "4", "--epochs", "300", "--backend", "torch", "--no-progress", "--animate",
+            "--dataset", f"csv:{csv}"]
     assert main([*argv, "--out", str(out)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1, warned
     gif = out / "boundaries.gif"
     assert "boundaries.gif" in json.loads((out / "summary.json").read_text())["files"]
     assert gif.stat().st_size < 5 * 2**20

@@ -1,5 +1,5 @@
 """notebooks/lab4.ipynb: executed headless (nbclient, a kernel of this interpreter from the test
-extras; ipykernel's own kernelspec runs this interpreter) in a temporary copy, so the committed outputs stay as they are; any cell error fails,
+extras, in a kernel of this interpreter: notebooks/build.py's ``execute``) in a temporary copy, so the committed outputs stay as they are; any cell error fails,
 and so does a cell tagged ``figure`` that shows no image."""
 import copy
 import importlib.util
@@ -42,14 +42,12 @@ def test_committed_notebook_is_current_and_has_its_figures():
 
 
 def test_notebook_executes(tmp_path):
-    from nbclient import NotebookClient
-
     nb = nbformat.read(NOTEBOOK, as_version=4)
     for cell in nb.cells:  # run from nothing: the committed outputs must not count
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     run = copy.deepcopy(nb)
-    NotebookClient(run, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    _build_module().execute(run, tmp_path, timeout=300)  # in a kernel of this interpreter
     errors = [o for c in run.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, errors
     empty = [c.source.splitlines()[0] for c in _figure_cells(run) if not _images(c)]

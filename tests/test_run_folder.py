@@ -432,3 +432,49 @@ def test_sigkill_of_a_real_fastmlp_train_process(tmp_path):
         state = _check_after_kill(out, old, swap=_can_swap(tmp_path))
         if state == "new":
             break
+
+
+def test_a_run_that_appears_meanwhile_is_never_replaced_and_this_run_is_kept(tmp_path, monkeypatch):
+    # Another `fastmlp train` into the same --out finished while this one trained: without
+    # overwrite its folder stays, and this run is kept beside it instead of being lost.
+    result, x, y = _result(epochs=5)
+    other, _, _ = _result(epochs=7)
+    out = tmp_path / "run"
+
+    def meanwhile(step):
+        if step == "flushed" and not out.exists():
+            out.mkdir()  # (so that the nested write below does not come here again)
+            save_run(other, x, y, out, CONFIG)
+
+    monkeypatch.setattr(results, "_after", meanwhile)
+    with pytest.raises(ArgumentError, match="this run was kept in") as e:
+        save_run(result, x, y, out, CONFIG)
+    monkeypatch.setattr(results, "_after", lambda step: None)
+    kept = Path(str(e.value).split("kept in ")[1].split(" instead")[0])
+    assert kept.parent == tmp_path and kept.name == f"run-{os.getpid()}"
+    _assert_complete(kept, 5, 8)
+    _assert_complete(out, 7, 8)  # the other run, untouched
+    assert _hidden(tmp_path) == []
+
+
+def test_without_overwrite_the_move_itself_refuses_a_filled_folder(tmp_path, monkeypatch):
+    # The narrower race: the folder fills between the last check and the move.  The move is one
+    # plain rename, which the system refuses over a non-empty folder.
+    result, x, y = _result(epochs=5)
+    other, _, _ = _result(epochs=7)
+    out = tmp_path / "run"
+    check = results._check_replaceable
+
+    def check_then_fill(path, text, overwrite):
+        check(path, text, overwrite)
+        if not path.exists():
+            monkeypatch.setattr(results, "_check_replaceable", check)
+            save_run(other, x, y, out, CONFIG)
+
+    save_run(result, x, y, tmp_path / "warm", CONFIG)  # (imports and figures done once)
+    monkeypatch.setattr(results, "check_run_folder", lambda o, ow=False: Path(os.path.realpath(o)))
+    monkeypatch.setattr(results, "_check_replaceable", check_then_fill)
+    with pytest.raises(ArgumentError, match="filled by another process while this one wrote; this run was kept"):
+        save_run(result, x, y, out, CONFIG)
+    _assert_complete(out, 7, 8)
+    _assert_complete(tmp_path / f"run-{os.getpid()}", 5, 8)

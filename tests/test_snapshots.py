@@ -130,12 +130,25 @@ def test_snapshot_memory_is_counted_and_refused_before_work():
     ({"snapshot_every": 5, "snapshot_networks": [0, 0]}, "snapshot_networks", "twice"),
     ({"snapshot_every": 5, "snapshot_networks": [8]}, "snapshot_networks", "out of range"),
     ({"snapshot_every": 5, "snapshot_networks": []}, "snapshot_networks", "no network"),
+    ({"snapshot_every": 5, "snapshot_networks": "ab"}, "snapshot_networks", "indexed by an int"),
+    ({"snapshot_every": 5, "snapshot_networks": 2.5}, "snapshot_networks", "indexed by an int"),
 ])
 def test_bad_snapshot_arguments_name_the_argument(kw, arg, match):
     x, y = five_points()
-    with pytest.raises((ArgumentError, TypeError), match=match) as e:
+    with pytest.raises(ArgumentError, match=match) as e:
         train(x, y, Population([2, 1], 8), 10, 0.25, backend="torch", **kw)
     assert e.value.arg == arg
+    # a wrong type is a TypeError, a wrong value a ValueError (both ArgumentErrors)
+    assert isinstance(e.value, TypeError) == (match in ("an int", "indexed by an int"))
+
+
+def test_a_snapshot_is_chosen_by_an_int():
+    x, y = five_points()
+    s = train(x, y, Population([2, 1], 4), 10, 0.25, backend="torch", snapshot_every=5).snapshots
+    with pytest.raises(TypeError, match="chosen by an int"):
+        s.population("a")
+    with pytest.raises(IndexError, match="snapshot 3 is out of range for 3 snapshots"):
+        s.population(3)
 
 
 def test_block_bounds_end_at_every_snapshot():
