@@ -3,6 +3,7 @@ import csv
 import importlib
 import json
 import math
+import os
 import re
 
 import pytest
@@ -145,6 +146,38 @@ def test_bad_dataset_backend_device_refused_before_the_folder_is_touched(tmp_pat
             sw.sweep(tmp_path / "out", **{**TINY, **kwargs})
         assert exc.value.arg == arg
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out,words", [
+    (123, "must be a path"),
+    pytest.param("/proc/nope/x", "cannot write",
+                 marks=pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")),
+    ("", "empty path would name the current directory"),
+], ids=["not-a-path", "unwritable", "empty"])
+def test_a_bad_out_is_refused_first_naming_it(out, words, tmp_path, monkeypatch):
+    """The library checks ``out`` as the CLI does, before the spec or the data: "" is not
+    the current directory."""
+    monkeypatch.chdir(tmp_path)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the sweep did work before checking out")
+    monkeypatch.setattr(sw.SweepSpec, "build", no_work)
+    monkeypatch.setattr(sw, "load_data", no_work)
+    with pytest.raises(sw.SweepSpecError, match=words) as exc:
+        sw.sweep(out, **TINY)
+    assert exc.value.arg == "out" and exc.value.flag == "--out" and str(exc.value).startswith("out: ")
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_dot_sweeps_into_the_current_folder_and_resumes_there(tmp_path, monkeypatch):
+    """``out="."``, as ``fastmlp sweep --out .`` allows: a sweep run from inside its folder."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    small = dict(TINY, hidden=[[3]], lr=[1.0], init=["he_normal"], seeds=4, epochs=5, plots=False)
+    first = sw.sweep(".", **small)
+    assert first.trained == 1 and (tmp_path / "here" / "sweep.json").exists()
+    again = sw.sweep(".", **small)
+    assert again.trained == 0 and again.skipped == 1
 
 
 def test_backend_checked_against_every_population_before_any_training(tmp_path):

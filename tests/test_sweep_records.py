@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from fastmlp import memory
-from fastmlp.validate import NotEnoughMemory
+from fastmlp.validate import NotEnoughMemory, check_out_dir
 
 sw = importlib.import_module("fastmlp.sweep")
 
@@ -40,10 +41,14 @@ def run(out, log=None, **kw):
     return sw.sweep(out, **{**SMALL, **kw}, log=None if log is None else log.append)
 
 
+def same_value(u, v) -> bool:
+    """Equal, NaN equal to NaN."""
+    return u == v or (isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v))
+
+
 def same_numbers(a: dict, b: dict) -> bool:
     """Two records hold the same numbers, bit for bit (NaN equal to NaN in the statistics)."""
-    def eq(u, v):
-        return u == v or (isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v))
+    eq = same_value
     keys = ("seeds", "final_loss", "diverged", "accuracy", "epochs_to_eps", "loss_curves", "loss_quantiles")
     return (all(torch.equal(a[k], b[k]) for k in keys)
             and all(torch.equal(u, v) for u, v in zip(a["weights"] + a["biases"], b["weights"] + b["biases"]))
@@ -152,6 +157,88 @@ def test_a_record_copied_from_another_configuration_is_retrained(done, tmp_path)
     assert [(r["hidden"], r["lr"]) for r in again.rows] == [("3", 0.5), ("3", 2.0), ("2,2", 0.5), ("2,2", 2.0)]
     for a, b in zip(again.rows, done.rows):
         assert a["converged"] == b["converged"] and a["final_loss_q50"] == b["final_loss_q50"]
+
+
+def test_a_damaged_table_row_is_recomputed_on_load(done, tmp_path):
+    """``stats`` and ``config`` (what the table shows) are never read back but recomputed from
+    the identity and the per-seed values: the table of a fresh sweep, nothing retrained."""
+    out = copy_of(done, tmp_path)
+    damage = {((3,), 0.5): lambda r: r.pop("stats"),
+              ((3,), 2.0): lambda r: r.update(stats={k: v for k, v in r["stats"].items() if k != "converged_fraction"}),
+              ((2, 2), 0.5): lambda r: r.pop("config"),
+              ((2, 2), 2.0): lambda r: r.update(config={**r["config"], "sizes": [2, 1]}, stats=[])}
+    for (hidden, lr), hurt in damage.items():
+        rec = torch.load(path_of(out, hidden, lr), weights_only=True)
+        hurt(rec)
+        torch.save(rec, path_of(out, hidden, lr))
+    log = []
+    again = run(out, log)
+    assert not [m for m in log if "retraining" in m] and again.trained == 0 and again.skipped == 4
+    for a, b in zip(again.rows, done.rows):
+        assert a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    for a, b in zip(again.records, done.records):
+        assert same_numbers(a, b) and a["config"] == b["config"]
+
+
+def _first(r: dict) -> dict:
+    return r["populations"][0]
+
+
+@pytest.mark.parametrize("part,bad", [
+    ("populations", lambda r: []),
+    ("populations", lambda r: [{}]),
+    ("populations", lambda r: "one"),
+    ("populations", lambda r: [{**_first(r), "networks": "128"}]),
+    ("populations", lambda r: [{k: v for k, v in _first(r).items() if k != "backend"}]),
+    ("populations", lambda r: [{**_first(r), "wall_time_s": float("nan")}]),
+    ("loss_quantiles", lambda r: r["loss_quantiles"][:2]),
+    ("loss_quantiles", lambda r: r["loss_quantiles"].double()),
+    ("loss_quantiles", lambda r: None),
+    ("loss_quantile_levels", lambda r: [0.5]),
+], ids=["pops-empty", "pops-entry-empty", "pops-str", "pops-networks-str", "pops-no-backend", "pops-nan-time",
+        "quantiles-cut", "quantiles-float64", "quantiles-none", "quantile-levels"])
+def test_a_record_with_malformed_populations_or_quantiles_is_reported_and_retrained(done, tmp_path, part, bad):
+    """What the table and the figures read of a record that is not recomputed on load:
+    checked, and a record that fails is retrained like any other damage (no KeyError later)."""
+    out = copy_of(done, tmp_path)
+    victim = path_of(out, (3,), 2.0)
+    rec = torch.load(victim, weights_only=True)
+    torch.save({**rec, part: bad(rec)}, victim)
+    log = []
+    again = run(out, log)
+    (line,) = [m for m in log if "retraining" in m]
+    assert line.startswith(str(victim)) and f"has malformed {part.replace('_levels', 's')!r}" in line
+    assert again.trained == 1 and again.skipped == 3
+    for a, b in zip(again.records, done.records):
+        assert same_numbers(a, b)
+
+
+def test_a_fresh_folder_with_only_a_stale_lock_aside_or_a_probe_counts_as_empty(tmp_path, monkeypatch):
+    """What a sweep killed in a lock takeover leaves (``.lock.stale-<token>``) and the probe
+    folder another rank's check_out_dir makes at that moment are not a foreign folder's files."""
+    prefixes = []
+    real = tempfile.mkdtemp
+
+    def spy(*args, **kwargs):
+        prefixes.append(kwargs.get("prefix"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tempfile, "mkdtemp", spy)
+    check_out_dir(tmp_path, "out")
+    (probe,) = prefixes  # the name the probe is made under: what records.py leaves alone
+    monkeypatch.undo()
+
+    out = tmp_path / "fresh"
+    out.mkdir()
+    (out / ".lock.stale-0123abcd").write_text(json.dumps({"pid": 1, "host": "h", "token": "0123abcd"}))
+    (out / f"{probe}x1y2z3").mkdir()
+    res = run(out)
+    assert res.trained == 4 and not (out / ".lock").exists()
+    other = tmp_path / "other"  # anything else still makes a folder without sweep.json not empty
+    other.mkdir()
+    (other / ".lock.stale-0123abcd").write_text("")
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(sw.SweepSpecError, match="not empty"):
+        run(other)
 
 
 # ---------------------------------------------------------------------------------- the lock

@@ -47,7 +47,7 @@ import torch
 import torch.distributed as dist
 
 from .. import distributed, memory, stats
-from ..validate import ArgumentError, check_int
+from ..validate import ArgumentError, check_int, check_out_dir
 from . import figures, lock, records, report, run
 from .batches import Batch, check_backend, padded_population, plan, todo
 from .records import SPEC_FILE
@@ -78,7 +78,8 @@ def sweep(out, *, hidden=DEFAULTS["hidden"], lr=DEFAULTS["lr"], init=DEFAULTS["i
     """Train every configuration of a grid on the same seeds; write statistics and plots.
 
     Args:
-        out: the sweep folder (created; extended when it holds a compatible sweep).
+        out: the sweep folder (created; extended when it holds a compatible sweep); ``""``
+            is refused (it would be the current directory), ``"."`` is fine.
         hidden: architectures, each a list of hidden widths (``[[5, 3], [8], [4, 4, 4]]``)
             or a string ``"5,3"``.
         lr: learning rates.
@@ -103,12 +104,17 @@ def sweep(out, *, hidden=DEFAULTS["hidden"], lr=DEFAULTS["lr"], init=DEFAULTS["i
     requested grid (configurations, or seeds of a configuration) and reports exactly the
     requested grid, in the requested order.  The defaults are :data:`DEFAULTS` (the spec)
     and :data:`OPTION_DEFAULTS` (the others).  Raises :class:`SweepSpecError` (an
-    :class:`~fastmlp.validate.ArgumentError` naming the argument) for a bad grid, device,
-    backend or format, a folder that holds a sweep this one cannot extend or that another
-    sweep is writing, and :class:`~fastmlp.validate.NotEnoughMemory` for a configuration
-    that cannot fit in memory, before any training starts.
+    :class:`~fastmlp.validate.ArgumentError` naming the argument) for an ``out`` that is not a
+    folder one can write (checked first), a bad grid, device, backend or format, a folder
+    that holds a sweep this one cannot extend or that another sweep is writing, and
+    :class:`~fastmlp.validate.NotEnoughMemory` for a configuration that cannot fit in
+    memory, before any training starts.
     """
     t_start = time.perf_counter()
+    try:  # "", not a path, a file, no place to write: refused before anything is loaded
+        check_out_dir(out, "out")  # files go inside out: "." (resuming in the folder one is in) is fine
+    except ArgumentError as e:
+        raise SweepSpecError.of(e) from None
     # Under torch.distributed every rank runs this function: `train` shards each population
     # over the ranks and gathers it back, rank 0 writes every file and prints.
     main_rank = distributed.is_main()

@@ -38,6 +38,10 @@ __all__ = ["SPEC_FILE", "CONFIGS", "Held", "canonical", "spec_json", "claim", "w
 
 SPEC_FILE = "sweep.json"
 CONFIGS = "configs"
+# Names a fresh folder may hold and still count as empty: the lock and what a takeover of a
+# stale one leaves (``.lock.stale-<token>``, from a sweep killed in between), and the
+# writability probe of fastmlp.validate.check_out_dir (every rank makes one, concurrently).
+_NOT_CONTENT = (LOCK_FILE, ".fastmlp-probe-")
 
 
 def canonical(obj) -> str:
@@ -99,7 +103,7 @@ def _claim_folder(out: Path, new: dict) -> tuple[dict, bool]:
                                         "extend: a sweep into a folder may add or reorder data sets, architectures, "
                                         "inits, lrs and seeds, nothing else; use another folder")
         return _union(found, new), True
-    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    if out.exists() and any(not p.name.startswith(_NOT_CONTENT) for p in out.iterdir()):
         raise SweepSpecError("out", f"{out} is not empty and holds no {SPEC_FILE}; refusing to write a sweep "
                                     "into it: use a new or empty folder")
     return new, False
