@@ -18,12 +18,12 @@ import torch
 
 from . import plot
 from ._version import __version__
-from .files import alive as _alive, atomic_write, exchange as _exchange, sync as _sync, umask as _umask
+from .files import alive as _alive, exchange as _exchange, sync as _sync, umask as _umask
 from .population import Population
 from .train import TrainResult, train
 from .validate import ArgumentError, check_out_dir
 
-__all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment", "atomic_write",
+__all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment",
            "cpu_name", "check_run_folder", "is_run_folder", "recover_run_folder"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)

@@ -121,7 +121,8 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     elif snapshot_networks is not None:
         raise ArgumentError("snapshot_networks", "snapshot_networks needs snapshot_every (how often to keep them)")
     shared = x.dim() == 2 and y.dim() == 2
-    chosen = select_backend(backend, device, Problem(arch, N, shared, dtype, G, epochs))
+    problem = Problem(arch, N, shared, dtype, G, epochs)
+    chosen = select_backend(backend, device, problem)
     shard = distributed.current()
     lo, hi = shard.bounds(G) if shard is not None else (0, G)
     chunk = plan_chunks(arch, max(hi - lo, 1), N, epochs, dtype.itemsize, device, x_per_network=x.dim() == 3,
@@ -141,7 +142,8 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         bar = tqdm(total=epochs * (hi - lo), unit="net-epoch", unit_scale=True, desc=f"train [{chosen.name}]")
     # Between two blocks: a parameter check, a progress update, and a point where Ctrl-C
     # leaves the population consistent (write_back runs in the finally).
-    blocks = block_bounds(epochs, max(1, min(epochs, chosen.block_epochs)), snaps.epochs if snaps else None)
+    blocks = block_bounds(epochs, max(1, min(epochs, chosen.epochs_per_block(problem, device))),
+                          snaps.epochs if snaps else None)
     start = time.perf_counter()
     try:
         for g0 in range(lo, hi, chunk):

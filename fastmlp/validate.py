@@ -36,6 +36,11 @@ FLAGS = {"sizes": "--hidden", "hidden": "--hidden", "seeds": "--seeds", "init": 
          "path": "--dataset", "eps": "--eps", "out": "--out", "formats": "--formats"}
 
 
+# The writability probe of check_out_dir: a folder of this prefix, created and removed at once
+# (a sweep's emptiness check ignores one that a concurrent check has not removed yet).
+PROBE_PREFIX = ".fastmlp-probe-"
+
+
 def flag_of(arg: str | None) -> str:
     """The command-line flag for argument ``arg`` (``--arg`` when it has no entry in FLAGS)."""
     return FLAGS.get(arg, f"--{arg.replace('_', '-')}") if arg else "error"
@@ -381,7 +386,7 @@ def check_out_dir(out, arg: str = "out", replaced: bool = False) -> Path:
     if not os.path.isdir(base):
         raise ArgumentError(arg, f"cannot create {text!r}: {base} is a file, not a folder")
     try:
-        os.rmdir(tempfile.mkdtemp(dir=base, prefix=".fastmlp-probe-"))
+        os.rmdir(tempfile.mkdtemp(dir=base, prefix=PROBE_PREFIX))
     except OSError as e:
         raise ArgumentError(arg, f"cannot write {text!r}: no folder can be created in {base} "
                                  f"({e.strerror or e})") from None

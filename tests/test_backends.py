@@ -7,7 +7,7 @@ with no other change to the library.
 import pytest
 import torch
 
-from fastmlp import Population, engine, sweep, train
+from fastmlp import Population, engine, program_numba, sweep, train
 from fastmlp.architecture import Architecture
 from fastmlp.engine import Backend, LayerRun, Problem, Run, select_backend
 from fastmlp.engine import torch as torch_ops
@@ -103,7 +103,9 @@ def test_a_named_backend_outside_its_limits_names_the_limit_and_the_fallback(toy
 
 
 def test_auto_order_is_the_registry_order(monkeypatch, tmp_path):
-    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))  # no compiled fused program: a small run is not worth one
+    # no compiled fused program, on disk or in this process: a small run is not worth one
+    monkeypatch.setenv("FASTMLP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(program_numba, "is_loaded", lambda *a: False)
     cpu = torch.device("cpu")
     lab = Problem(Architecture([2, 5, 3, 1]), 5, True, torch.float32, G=64, epochs=100)
     assert select_backend("auto", cpu, lab).name == "torch"

@@ -184,6 +184,7 @@ def test_ctrl_c_between_blocks_leaves_the_population_consistent(target, monkeypa
     # Interrupted in the third call: the population holds exactly the parameters after the
     # first two blocks (as a run of that many epochs), never a half-written mix.
     monkeypatch.setattr(get_backend("fused"), "block_epochs", 4)
+    monkeypatch.setattr(get_backend("fused"), "block_seconds", None)  # the CPU target: 4 epochs too
     x, y = five_points()
     calls, real = [], target.launcher.fused_train
 

@@ -2,7 +2,8 @@
 
 The loop (:func:`fastmlp.train`) splits a population into chunks of networks and, for
 each chunk, asks the selected :class:`Backend` to :meth:`~Backend.start` a :class:`Run`;
-then, for every block of ``backend.block_epochs`` epochs, it calls ``run.block(rows)``
+then, for every block of ``backend.epochs_per_block(problem, device)`` epochs (at most; a
+block also ends at every snapshot epoch), it calls ``run.block(rows)``
 and ``run.check_parameters()``; at the end ``run.final_loss(out)``; and, whatever
 happened (Ctrl-C included), ``run.write_back()``.  A backend promises:
 
@@ -108,6 +109,10 @@ class Backend:
         False when a one-off cost, such as a cold compile, would make the run slower than the
         next backend in the auto order.  Never asked for a backend named explicitly."""
         return True
+
+    def epochs_per_block(self, problem: Problem, device: torch.device) -> int:
+        """Epochs between two checks of the loop (``block_epochs`` unless the backend knows better)."""
+        return self.block_epochs
 
     def warm_up(self, problem: Problem, device: torch.device) -> bool:
         """Start preparing, in the background, what would make :meth:`worth_it` true for the

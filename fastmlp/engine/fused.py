@@ -117,6 +117,12 @@ class FusedBackend(Backend):
     # Epochs per call.  Overhead per call: one parameter check and a progress update
     # (bench/bench_train.py measures it against one call for all epochs).
     block_epochs = 250
+    # On the CPU a call of 250 epochs of a few networks is over in well under a millisecond,
+    # and the ~90 us of Python around each call (launch checks, the parameter check) would
+    # cost more than the program (G = 1: 0.86 ms of 3.4): there a block grows to about this
+    # many seconds of estimated work (never fewer than block_epochs epochs).  None: always
+    # block_epochs.
+    block_seconds: float | None = 0.05
     auto_devices = ("cuda", "cpu")
     # The target: None picks by device (CUDA: triton, CPU: numba); "triton" on the CPU runs
     # Triton's interpreter (TRITON_INTERPRET=1; the kernel tests do this).
@@ -180,6 +186,13 @@ class FusedBackend(Backend):
         torch_s = epochs * (arch.n_layers * self.torch_layer_epoch_s
                             + problem.G * arch.n_params / self.torch_param_epochs_per_s)
         return ours, torch_s
+
+    def epochs_per_block(self, problem: Problem, device: torch.device) -> int:
+        if self.block_seconds is None or self.target_for(device) != "numba" or not problem.G:
+            return self.block_epochs
+        lanes = -(-problem.G // program_numba.BLOCK) * program_numba.BLOCK
+        rate = self.program_param_epochs_per_s / problem.arch.n_params  # network-epochs per second
+        return max(self.block_epochs, int(self.block_seconds * rate / lanes))
 
     def worth_it(self, problem: Problem, device: torch.device) -> bool:
         target = self.target_for(device)

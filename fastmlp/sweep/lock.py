@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..files import alive
 from .spec import SweepSpecError
 
 __all__ = ["LOCK_FILE", "acquire", "release", "held"]
@@ -27,16 +28,6 @@ __all__ = ["LOCK_FILE", "acquire", "release", "held"]
 LOCK_FILE = ".lock"
 # Attempts at taking a stale lock over while other sweeps race for it.
 _TRIES = 5
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _read(path: Path) -> dict | None:
@@ -80,7 +71,7 @@ def acquire(out: Path, log: Callable[[str], None]) -> dict:
         if found is None:  # released meanwhile
             continue
         pid = found.get("pid")
-        if not isinstance(pid, int) or found.get("host") != host or _alive(pid):
+        if not isinstance(pid, int) or found.get("host") != host or alive(pid):
             why = ("holds an unreadable lock" if not isinstance(pid, int) else
                    f"is being written by another sweep ({_holder(found)})")
             where = "" if found.get("host") == host else f"; if no sweep is running there any more, delete {path}"

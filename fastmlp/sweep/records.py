@@ -28,7 +28,8 @@ from typing import Callable
 import torch
 
 from .. import distributed
-from ..results import atomic_write
+from ..files import atomic_write
+from ..validate import PROBE_PREFIX
 from . import run
 from .lock import LOCK_FILE
 from .spec import GRID_KEYS, Config, SweepSpec, SweepSpecError, seeds_of_text, seeds_text
@@ -41,7 +42,7 @@ CONFIGS = "configs"
 # Names a fresh folder may hold and still count as empty: the lock and what a takeover of a
 # stale one leaves (``.lock.stale-<token>``, from a sweep killed in between), and the
 # writability probe of fastmlp.validate.check_out_dir (every rank makes one, concurrently).
-_NOT_CONTENT = (LOCK_FILE, ".fastmlp-probe-")
+_NOT_CONTENT = (LOCK_FILE, PROBE_PREFIX)
 
 
 def canonical(obj) -> str:

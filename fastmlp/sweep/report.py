@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import stats
-from ..results import atomic_write, environment
+from ..files import atomic_write
+from ..results import environment
 from .records import SPEC_FILE, canonical
 from .spec import SweepSpec, hidden_label
 
