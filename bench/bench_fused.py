@@ -83,7 +83,7 @@ def summarize(rows, E: int, block: int) -> dict:
 
 def main(argv=None):
     ap = harness.parser(__doc__, epilog=PROVIDERS.help(),
-                        smoke="no GPU: G = 256, 20 epochs, one repeat, on the CPU in Triton's interpreter "
+                        smoke="no GPU: G = 64, 8 epochs, one repeat, on the CPU in Triton's interpreter "
                               "(checks the script, measures nothing)")
     ap.add_argument("--G", default="65536,1048576")
     ap.add_argument("--epochs", type=int, default=2500)
@@ -95,7 +95,7 @@ def main(argv=None):
         return 0
     Gs = [int(g) for g in args.G.split(",")]
     if args.smoke:
-        Gs, args.epochs, args.slow_epochs, args.repeats = [256], min(args.epochs, 20), min(args.slow_epochs, 4), 1
+        Gs, args.epochs, args.slow_epochs, args.repeats = [64], min(args.epochs, 8), min(args.slow_epochs, 2), 1
     harness.kernels()
     from fastmlp import datasets, engine
 

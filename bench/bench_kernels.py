@@ -126,7 +126,7 @@ def epoch_ms(arch, G: int, dtype, dev, e1: int, e2: int, samples: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = harness.parser(__doc__, smoke="no GPU: run every step on the CPU in Triton's interpreter at G = 256 "
+    ap = harness.parser(__doc__, smoke="no GPU: run every step on the CPU in Triton's interpreter at G = 64 "
                                        "with perf_counter timings (checks the script, measures nothing)")
     ap.add_argument("--G", type=int, default=2**20, help="networks (default 2**20)")
     ap.add_argument("--sweep", action="store_true", help="also time BLOCK_G in {32..1024} per kernel")
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     if dev is None:
         return 0
     if args.smoke:
-        args.G, args.quick = min(args.G, 256), True
+        args.G, args.quick = min(args.G, 64), True
     harness.kernels()
     from fastmlp.architecture import Architecture
     from fastmlp.datasets import five_points

@@ -127,20 +127,20 @@ def show(sweep_result, *names):
     ("md", "**Depth and hidden sizes.** *Train a few randomly initialized networks and vary depth and hidden sizes "
            "to discover different decision boundaries.*", ()),
     ("code", """depth = fastmlp.sweep(work / 'depth', hidden=[[1], [2], [8], [5, 3], [3, 3, 3, 3]], lr=[0.25],
-                      seeds=256, epochs=2500, log=None, progress=False)
+                      seeds=256, epochs=2500, formats=['png'], log=None, progress=False)
 print(depth.table())
 show(depth, 'boundaries')""", ("figure",)),
     ("md", "DEPTH_FINDINGS", ()),
     ("md", "**Learning rate.** *Modify the learning rate and see how it affects the convergence speed.*", ()),
     ("code", """rates = fastmlp.sweep(work / 'lr', hidden=[[5, 3]], lr=[0.1, 0.25, 1, 4, 16], seeds=256, epochs=2500,
-                      log=None, progress=False)
+                      formats=['png'], log=None, progress=False)
 print(rates.table())
 show(rates, 'epochs_to_eps')""", ("figure",)),
     ("md", "LR_FINDINGS", ()),
     ("md", "**Initialization.** *Try different ways to initialize the weights and note how trainability changes.*", ()),
     ("code", """inits = fastmlp.sweep(work / 'init', hidden=[[5, 3], [4, 4, 4]], lr=[0.25, 4],
                       init=['glorot_uniform', 'he_normal', 'normal:3', 'normal:0.01'],
-                      seeds=256, epochs=2500, log=None, progress=False)
+                      seeds=256, epochs=2500, formats=['png'], log=None, progress=False)
 print(inits.table())
 show(inits, 'converged')""", ("figure",)),
     ("md", "INIT_FINDINGS", ()),

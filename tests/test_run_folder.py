@@ -381,7 +381,7 @@ def test_sigkill_in_the_write_phase_leaves_the_old_run_or_the_new_one(tmp_path):
         seen = zygote.trial(argv, swap=True)
         assert seen["code"] == 0, seen
         window = seen["t_done"] - seen["t_began"]
-        for k in range(12):
+        for k in range(8):
             reset()
             swap = k % 2 == 0
             seen = zygote.trial(argv, swap=swap, delay=rng.uniform(0, window))

@@ -20,8 +20,8 @@ def _numba():
 
 # (backend, fused target, G, epochs, k): the fused targets' blocks are 250 epochs, so k = 70
 # cuts blocks at 70, 140, 210 and 250 -- snapshots between the backend's own block ends.
-BACKENDS = [("torch", None, 37, 300, 70), ("fused", "numba", 37, 300, 70), ("fused", "triton", 5, 12, 5),
-            ("triton", None, 3, 12, 5)]
+BACKENDS = [("torch", None, 37, 300, 70), ("fused", "numba", 37, 300, 70), ("fused", "triton", 5, 7, 3),
+            ("triton", None, 3, 7, 3)]
 
 
 @pytest.fixture(params=BACKENDS, ids=lambda p: p[0] + (f"-{p[1]}" if p[1] else ""))
