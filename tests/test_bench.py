@@ -44,7 +44,9 @@ def test_bench_train_quick_with_every_provider(tmp_path):
     """A smoke run of bench_train with every provider: the GPU ones are named as not run, fused-cpu
     runs where numba imports (with its cold/warm compile probe), jax where JAX imports (else it is
     reported as not run)."""
-    stdout = _run(["bench/bench_train.py", "--quick", "--compile-times"], tmp_path, timeout=600)
+    # the compile probe on the cheapest program ([2, 1]: the lab network's cold compile is ~5 s)
+    stdout = _run(["bench/bench_train.py", "--quick", "--compile-times", "--compile-sizes", "2,1"], tmp_path,
+                  timeout=600)
     assert "torch/bmm" in stdout and "not run" in stdout
     data = _record(tmp_path, "train-*-quick.json")
     assert data["rows"] and "torch" in json.dumps(data["rows"])
@@ -60,6 +62,7 @@ def test_bench_train_quick_with_every_provider(tmp_path):
     else:
         assert "fused-cpu" in ran and "fused-cpu/fastest peer" in stdout and "fused-cpu compile time" in stdout
         assert {"cold", "warm"} <= set(data["fused_compile"]), data["fused_compile"]
+        assert data["fused_compile"]["network"] == [2, 1] and "compile" not in data["bar_fused"]
         assert set(data["bar_fused"]) >= {"1", "64"}  # JSON keys
     try:
         import jax  # noqa: F401

@@ -404,9 +404,10 @@ def _train_three_ways(sizes, N, seeds, epochs, lr, dtype, x, y):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 def test_training_matches_torch_engine_and_reference(dtype):
-    """The lab's setup, 20 epochs, three seeds: loss curves and final weights."""
+    """The lab's setup, three seeds, 12 epochs in the interpreter (20 on a GPU): loss curves and
+    final weights."""
     x, y = five_points()
-    seeds, epochs, lr = [0, 7, 12345], 20, 0.25
+    seeds, epochs, lr = [0, 7, 12345], 20 if torch.cuda.is_available() else 12, 0.25
     pops, nets, r = _train_three_ways([2, 5, 3, 1], 5, seeds, epochs, lr, dtype, x, y)
     assert r["triton"].backend == "triton" and not r["triton"].diverged.any()
     assert_rel_close(r["triton"].losses, r["torch"].losses, dtype, msg="loss curves vs torch engine")
