@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fastmlp train --out runs/demo --force
 
+# One pytest-xdist worker per core (at most 4), torch on one thread
+# in each (tests/conftest.py); `.venv/bin/python -m pytest` alone runs them in this process.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --numprocesses=auto --maxprocesses=4
 
 bench: $(STAMP)
 	$(PY) bench/bench_train.py

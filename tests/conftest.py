@@ -40,3 +40,9 @@ def five_points():
 @pytest.fixture
 def lab_data():
     return five_points()
+
+
+# Under pytest-xdist (make test runs one worker per core), each worker runs torch with one
+# thread: the workers fill the cores, and two-thread ops would only make them compete.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
