@@ -230,20 +230,13 @@ def _default_device(args) -> str:
 def _check_run_folder(args) -> None:
     """Before any work, rank 0 (the one that writes) checks the run folder; under torchrun
     every other rank gets its verdict, so that all stop with the same error, or none."""
-    problem = None
-    if distributed.is_main():
+    def check():
         try:
             check_run_folder(args.out, overwrite=args.force)
-        except ArgumentError as e:
-            problem = e.message
         except OSError as e:  # a folder on the way that cannot be read, a leftover that cannot be moved
-            problem = f"cannot use the run folder {args.out!r}: {e.strerror or e}"
-    if distributed.current() is not None:
-        verdict = [problem]
-        dist.broadcast_object_list(verdict, src=0)
-        problem = verdict[0]
-    if problem is not None:
-        raise ArgumentError("out", problem)
+            raise ArgumentError("out", f"cannot use the run folder {args.out!r}: {e.strerror or e}") from None
+
+    distributed.on_main(check)
 
 
 def cmd_train(args) -> int:

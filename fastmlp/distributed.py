@@ -22,8 +22,10 @@ import torch
 import torch.distributed as dist
 
 from .memory import ALIGN
+from .validate import ArgumentError
 
-__all__ = ["Shard", "current", "init_from_env", "is_main", "barrier", "all_gather_networks", "broadcast_networks"]
+__all__ = ["Shard", "current", "init_from_env", "is_main", "barrier", "on_main", "all_gather_networks",
+           "broadcast_networks"]
 
 # Shard boundaries are multiples of ALIGN networks (the chunk alignment of fastmlp.memory):
 # with vector-aligned blocks a network's arithmetic is the same whichever rank trains it
@@ -86,6 +88,26 @@ def _device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def on_main(fn):
+    """``fn()`` on rank 0 alone, its result given to every rank; an :class:`ArgumentError` it
+    raises is raised on every rank (same class, argument and message).  For decisions about
+    files that rank 0 writes: another rank looking for itself could catch rank 0 mid-write."""
+    if current() is None:
+        return fn()
+    box = [None]
+    if is_main():
+        try:
+            box[0] = ("ok", fn())
+        except ArgumentError as e:
+            box[0] = ("error", (type(e), e.arg, e.message))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        cls, arg, message = value
+        raise cls(arg, message)
+    return value
 
 
 def all_gather_networks(t: torch.Tensor, shard: Shard, G: int, dim: int) -> torch.Tensor:

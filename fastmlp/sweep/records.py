@@ -115,16 +115,11 @@ def claim(out: Path, new: dict) -> tuple[dict, bool]:
     folder's spec once it has, True when the folder already held a sweep)``.  Nothing is
     written (:func:`write_spec` does, once the sweep is known to fit).
 
-    Rank 0 checks first, the other ranks after it.  Raises :class:`SweepSpecError`
-    ``("out", ...)`` for a folder holding a sweep this one cannot extend (naming the keys
-    that differ), an unreadable spec, or other files."""
-    main = distributed.is_main()
-    if main:
-        claimed = _claim_folder(out, new)
-    distributed.barrier()
-    if not main:
-        claimed = _claim_folder(out, new)
-    return claimed
+    Rank 0 checks, and every other rank takes its answer (looking for itself, a rank could
+    find rank 0 writing the spec: a temporary file in a folder with no sweep.json yet).
+    Raises :class:`SweepSpecError` ``("out", ...)`` for a folder holding a sweep this one
+    cannot extend (naming the keys that differ), an unreadable spec, or other files."""
+    return distributed.on_main(lambda: _claim_folder(out, new))
 
 
 def write_spec(out: Path, folder: dict) -> None:
