@@ -59,29 +59,26 @@ def cpu_mhz() -> float | None:
     return None
 
 
+# An x86 vector mnemonic's class: the first pattern that matches it, in this order.
+CLASSES = [
+    (r"v(p)?(gather|scatter)", "gather/scatter"),
+    (r"vf(n)?m(add|sub)\d*[ps][sd]$", "fma"),
+    (r"vmul[ps][sd]$", "mul"),
+    (r"v(add|sub)[ps][sd]$", "add/sub"),
+    (r"vdiv[ps][sd]$", "div"),
+    (r"v(rcp|rsqrt|sqrt)", "rcp/sqrt"),
+    (r"v(cmp|min|max|blend|ucomi|comi)", "compare/select"),
+    (r"vcvt|vpmov[qdw]", "convert"),
+    (r"v(p|xor|and|or)", "integer/logic"),
+    (r"vmov|vbroadcast|vinsert|vextract|vperm|vshuf|vunpck", "move/shuffle"),
+]
+
+
 def classify(mnemonic: str) -> str:
-    m = mnemonic
-    if re.match(r"v(p)?(gather|scatter)", m):
-        return "gather/scatter"
-    if re.match(r"vf(n)?m(add|sub)\d*[ps][sd]$", m):
-        return "fma"
-    if re.match(r"vmul[ps][sd]$", m):
-        return "mul"
-    if re.match(r"v(add|sub)[ps][sd]$", m):
-        return "add/sub"
-    if re.match(r"vdiv[ps][sd]$", m):
-        return "div"
-    if re.match(r"v(rcp|rsqrt|sqrt)", m):
-        return "rcp/sqrt"
-    if re.match(r"v(cmp|min|max|blend|ucomi|comi)", m):
-        return "compare/select"
-    if re.match(r"vcvt|vpmov[qdw]", m):
-        return "convert"
-    if m.startswith("vp") or m.startswith("vxor") or m.startswith("vand") or m.startswith("vor"):
-        return "integer/logic"
-    if re.match(r"vmov|vbroadcast|vinsert|vextract|vperm|vshuf|vunpck", m):
-        return "move/shuffle"
-    return "other vector" if m.startswith("v") else "scalar"
+    for pattern, name in CLASSES:
+        if re.match(pattern, mnemonic):
+            return name
+    return "other vector" if mnemonic.startswith("v") else "scalar"
 
 
 def functions(asm: str) -> dict[str, list[str]]:
