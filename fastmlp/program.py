@@ -22,7 +22,7 @@ one network (a weight ``w{l}_{i}_{j}``, a bias ``b{l}_{j}``, their gradients ``g
   beyond that sample 0 is peeled and a sample loop loads each sample's data;
 * the first sample *initialises* the loss and the gradient accumulators, the others add;
 * at the end of an epoch: loss scaling, the loss recorded every ``RECORD_EVERY`` epochs,
-  the divergence freeze ``active &= (loss - loss) == 0`` (0 only when the loss is finite),
+  the divergence freeze ``active &= finite(loss)`` (a test of the loss's exponent bits),
   one SGD step that leaves a frozen network's parameters bit for bit;
 * the parameters and the ``active`` flags are stored back.
 """
@@ -76,7 +76,16 @@ class Where:
 
 @dataclass(frozen=True)
 class Finite:
-    a: object  # (a - a) == 0: false for NaN and +-inf
+    """True when ``a`` is neither NaN nor +-inf: its exponent bits are not all ones.
+
+    Every target tests the *bits* of the value (an integer AND and compare on its bit
+    pattern), never float arithmetic on it: ``(a - a) == 0`` was contracted by NVPTX into
+    ``fma(x, y, -round(x * y))`` when ``a = x * y`` (the product's rounding error, almost
+    never 0), which froze every network on the first GPU run, and fast-math flags (``nnan``,
+    ``ninf``) let a compiler fold a float test to a constant.  No floating-point setting
+    applies to integer operations.  ``render_expr`` has no default spelling for it: each
+    target supplies its own (``finite=``)."""
+    a: object
 
 
 @dataclass(frozen=True)
@@ -153,11 +162,12 @@ class Program:
                 yield from self.walk(s.body)
 
 
-def render_expr(e, name=lambda v: v, act=None, where=None) -> str:
+def render_expr(e, name=lambda v: v, act=None, where=None, finite=None) -> str:
     """Python-syntax source of expression ``e``; a target supplies the spelling of a value
-    name or literal (``name``), of an activation (``act(kind, arg_source)``) and of a
-    lane-wise select (``where(cond, a, b)``)."""
-    r = lambda x: render_expr(x, name, act, where)  # noqa: E731
+    name or literal (``name``), of an activation (``act(kind, arg_source)``), of a
+    lane-wise select (``where(cond, a, b)``) and of the finiteness test on a value's bits
+    (``finite(arg_source)``, see :class:`Finite`)."""
+    r = lambda x: render_expr(x, name, act, where, finite)  # noqa: E731
     if isinstance(e, str):
         return name(e)
     if isinstance(e, Sum):
@@ -173,7 +183,9 @@ def render_expr(e, name=lambda v: v, act=None, where=None) -> str:
     if isinstance(e, Where):
         return where(r(e.cond), r(e.a), r(e.b))
     if isinstance(e, Finite):
-        return f"(({r(e.a)} - {r(e.a)}) == {name('0.0')})"
+        if finite is None:
+            raise TypeError("render_expr: this target gives no spelling of Finite (finite=...)")
+        return finite(r(e.a))
     if isinstance(e, And):
         return f"{r(e.a)} & {r(e.b)}"
     raise TypeError(f"not an expression: {e!r}")
@@ -198,7 +210,10 @@ def _sample(arch: Architecture, xs, ys, first: bool, label: str) -> list:
         o = f"o{j}"
         out.append(Let("diff", Sub(o, yj)))
         out.append(Let("loss", Mul(("diff", "diff")), acc=not (first and j == 0)))
-        out.append(Let(f"d{L}_{j}", Mul(("diff", "grad_scale", Paren(Sub(o, Mul((o, o))))))))
+        # sigmoid' = o (1 - o), the lab's form: only products of differences, so no compiler
+        # can contract it (o - o * o is fma(-o, o, o) on a GPU and not on a CPU, which
+        # differ by up to half an ulp of o**2: most of o (1 - o) when o is near 1).
+        out.append(Let(f"d{L}_{j}", Mul(("diff", "grad_scale", Paren(Mul((o, Paren(Sub("1.0", o)))))))))
     out.append(Comment(f"---- {label}: gradients, deltas down the layers ----"))
     for l in range(L, 0, -1):
         below = list(xs) if l == 1 else [f"h{l - 1}_{i}" for i in range(sizes[l - 1])]
@@ -209,7 +224,10 @@ def _sample(arch: Architecture, xs, ys, first: bool, label: str) -> list:
         if l > 1:
             for i in range(sizes[l - 1]):
                 s = Sum(tuple(Mul((f"w{l}_{i}_{j}", f"d{l}_{j}")) for j in range(sizes[l])))
-                out.append(Let(f"d{l - 1}_{i}", Mul((Paren(s), Paren(Sub("1.0", Mul((below[i], below[i]))))))))
+                # tanh' = (1 - h) (1 + h) for the same reason (1 - h * h contracts); the
+                # torch engine multiplies in the same order (fastmlp/engine/torch.py).
+                h = below[i]
+                out.append(Let(f"d{l - 1}_{i}", Mul((Paren(s), Paren(Sub("1.0", h)), Paren(Sum(("1.0", h)))))))
     return out
 
 
@@ -249,7 +267,7 @@ def build(arch, N: int) -> Program:
     epoch += [Comment("---- end of epoch: record the loss, freeze the diverged, one SGD step ----"),
               Let("loss", Mul(("loss", "inv_count"))),
               RecordLoss("loss"),
-              Let("active", And("active", Finite("loss")), note="0 only when the loss is finite"),
+              Let("active", And("active", Finite("loss")), note="a test of the loss's bits: see Finite"),
               Let("step", Where("active", "lr", "0.0"))]
     epoch += [Let(p, Where("active", Sub(p, Mul(("step", f"g{p}"))), p)) for p in params]
     body += [EpochLoop(tuple(epoch)), StoreParams(params), StoreActive("active")]

@@ -34,8 +34,9 @@ AVX-512 dev box, one thread: this tanh 1057 M/s in float32 and 502 M/s in float6
 ``math.tanh`` 66 M/s (scalar), so math.tanh is not taken.  exp2's error is ~1 ulp (Taylor
 truncation: float32 degree 7 6e-9, float64 degree 13 4e-18), exp2(+inf) = inf, exp2(-inf)
 = 0, NaN in, NaN out; tanh's absolute error is 1.8e-7 (float32) and 3.3e-16 (float64) on
-[-30, 30], as the Triton interpreter's.  fastmath is on except ``nnan`` / ``ninf``, which would fold the divergence test
-``(loss - loss) == 0`` and the NaN pass-through to constants.
+[-30, 30], as the Triton interpreter's.  fastmath is on except ``nnan`` / ``ninf``, which would fold exp2's
+NaN pass-through (``t == t``) to a constant.  The divergence test is :func:`finite` on the loss's bits (an
+integer AND and compare, which no floating-point flag touches: see ``fastmlp.program.Finite``).
 
 Contract of :func:`fused_train`: that of ``kernels.fused_train.fused_train`` (packed
 network-minor ``[P, G]`` parameters as :func:`pack` builds them, lr ``[G]``, ``active``
@@ -56,7 +57,8 @@ from . import program as P
 from . import program_numba_cache as _cache
 from .architecture import Architecture
 
-__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "is_cached", "pow2", "fused_train"]
+__all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "is_cached", "pow2",
+           "finite", "fused_train"]
 
 # 16 lanes: one AVX-512 vector of float32 (LLVM splits it in two 256-bit halves on this
 # CPU).  Lab network on five points, float32, 2 threads of the dev box, 2500 epochs:
@@ -95,8 +97,12 @@ def _where(cond: str, a: str, b: str) -> str:
     return f"({a} if {cond} else {b})"
 
 
+def _finite(a: str) -> str:
+    return f"_finite({a})"
+
+
 def _expr(e) -> str:
-    return P.render_expr(e, name=_lit, act=_act, where=_where)
+    return P.render_expr(e, name=_lit, act=_act, where=_where, finite=_finite)
 
 
 def _names(e) -> set:
@@ -186,7 +192,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
             if isinstance(s, P.Comment):
                 w(depth + 1, f"# {s.text}")
             elif isinstance(s, P.Let):
-                e = P.render_expr(s.expr, name=name, act=_act, where=_where)
+                e = P.render_expr(s.expr, name=name, act=_act, where=_where, finite=_finite)
                 e = f"{name(s.name)} + ({e})" if s.acc else e
                 cur[s.name] = fresh(s.name)
                 w(depth + 1, f"{cur[s.name]} = {e}")
@@ -230,12 +236,13 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(0, "import numba")
     w(0, "import numpy as np")
     w(0)
-    w(0, "from fastmlp.program_numba import pow2")
+    w(0, "from fastmlp.program_numba import finite, pow2")
     w(0)
     w(0, f"F = np.{dtype}")
     w(0, f"BLOCK = {BLOCK}")
     w(0, f"FASTMATH = {{{', '.join(map(repr, sorted(FASTMATH)))}}}")
     w(0, f"_pow2 = pow2({dtype!r})")
+    w(0, f"_finite = finite({dtype!r})")
     w(0, f"CACHE = {cache}")
     w(0)
     w(0)
@@ -324,6 +331,28 @@ def pow2(dtype: str):
     return make(ir.FloatType(), 32, 23) if dtype == "float32" else make(ir.DoubleType(), 64, 52)
 
 
+@functools.lru_cache(maxsize=None)
+def finite(dtype: str):
+    """``x`` is neither NaN nor +-inf, tested on its bits (the exponent field is not all
+    ones: a bit cast, an AND, an integer compare, vectorisable), a numba intrinsic: the
+    divergence test of the program (``fastmlp.program.Finite``), which no fast-math flag
+    can fold or rewrite."""
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    def make(ftype, bits, mask):
+        @intrinsic
+        def finite(typingctx, x):
+            def codegen(context, builder, sig, args):
+                int_t = ir.IntType(bits)
+                b = builder.and_(builder.bitcast(args[0], int_t), ir.Constant(int_t, mask))
+                return builder.icmp_unsigned("!=", b, ir.Constant(int_t, mask))
+            return types.boolean(types.float32 if bits == 32 else types.float64), codegen
+        return finite
+    return make(ir.FloatType(), 32, 0x7F800000) if dtype == "float32" else make(ir.DoubleType(), 64, 0x7FF0000000000000)
+
+
 cache_dir = _cache.cache_dir  # where generated modules and numba's compiled code are kept
 
 
@@ -332,9 +361,10 @@ def _tag(sizes, N: int, dtype: str) -> str:
 
 
 def is_cached(sizes, N: int, dtype: str) -> bool:
-    """Whether a complete, intact compiled entry for ``sizes`` on ``N`` samples is on disk
-    (the manifest, the versions, the source and every numba file's size and digest: see
-    fastmlp/program_numba_cache.py); imports no numba and compiles nothing."""
+    """Whether a complete, intact compiled entry for ``sizes`` on ``N`` samples, for this
+    process's CPU target, is on disk (the manifest, the versions, the source and every numba
+    file's size and digest: see fastmlp/program_numba_cache.py); imports no numba and
+    compiles nothing."""
     sizes, N = tuple(int(s) for s in sizes), int(N)
     src = source(sizes, N, dtype)
     return _cache.valid(_cache.entry(_tag(sizes, N, dtype), src), src)
@@ -351,8 +381,9 @@ def compiled(sizes: tuple, N: int, dtype: str):
 def module(sizes: tuple, N: int, dtype: str):
     """The generated module for ``sizes`` on ``N`` samples, imported and compiled.
 
-    The source goes to a file named by a digest of it and of the toolchain's versions, and is
-    imported from there, which lets numba cache the machine code on disk (``cache=True``).
+    The source goes to a file named by a digest of it, of the toolchain's versions and of the
+    CPU target numba compiles for (one entry per CPU in a shared folder), and is imported
+    from there, which lets numba cache the machine code on disk (``cache=True``).
     An entry that is not intact (program_numba_cache.valid) is deleted and rebuilt; when the
     folder is not writable the module is compiled in memory instead."""
     tag = _tag(sizes, N, dtype)

@@ -1,9 +1,12 @@
 """Device helpers: the two activations and their derivatives, from the saved output.
 
 Each activation comes with its derivative written as a function of the activation's
-*output*, exactly as the reference engine and ``fastmlp.engine.torch`` compute it:
-``tanh'(z_in) = 1 - z_out**2`` and ``sigmoid'(z_in) = z_out - z_out**2``; only ``z_out``
-is kept per layer.
+*output*, as ``fastmlp.engine.torch`` computes it: ``tanh'(z_in) = (1 - z_out) (1 + z_out)``
+and ``sigmoid'(z_in) = z_out (1 - z_out)``; only ``z_out`` is kept per layer.  Both are
+products of differences, never ``c - a * b``: the compiler contracts that into one FMA on a
+GPU (fp fusion is on in Triton's compiles) and not in the interpreter or on the CPU, and
+near saturation (z_out -> +-1, or 1) the two differ in most of the derivative's digits.
+:func:`finite` is the divergence test of every fused kernel, on the value's bits.
 
 Both run in compiled code (sm_80, sm_90) and in Triton's interpreter, in float32 and
 float64.  Written with ``tl.exp`` only: Triton's core language has no ``tl.tanh``, and
@@ -53,8 +56,9 @@ def tanh(x):
 
 @triton.jit
 def tanh_grad(z_out):
-    """tanh' from tanh's output: ``1 - z_out**2``."""
-    return 1.0 - z_out * z_out
+    """tanh' from tanh's output: ``(1 - z_out) (1 + z_out)`` (= 1 - z_out**2, but nothing
+    to contract: see the module docstring)."""
+    return (1.0 - z_out) * (1.0 + z_out)
 
 
 @triton.jit
@@ -69,8 +73,25 @@ def sigmoid(x):
 
 @triton.jit
 def sigmoid_grad(z_out):
-    """sigmoid' from sigmoid's output: ``z_out - z_out**2`` (the torch engine's form)."""
-    return z_out - z_out * z_out
+    """sigmoid' from sigmoid's output: ``z_out (1 - z_out)`` (the lab's form)."""
+    return z_out * (1.0 - z_out)
+
+
+@triton.jit
+def finite(x):
+    """True where ``x`` is neither NaN nor +-inf, tested on its bits: the exponent field is
+    not all ones.  An integer AND and compare, so no floating-point setting of the compiler
+    (contraction, fast math) and no approximate instruction can change the answer; the
+    float test ``(x - x) == 0`` it replaces became ``fma(a, b, -round(a * b)) == 0`` on the
+    GPU when ``x = a * b`` and froze every network (../shared/gpu-runs/2026-12-04).
+    kernels/aot.py's ``freeze_predicate`` checks the compiled PTX for it."""
+    if x.dtype == tl.float64:
+        bits = x.to(tl.int64, bitcast=True) & 0x7FF0000000000000
+        ok = bits != 0x7FF0000000000000
+    else:
+        bits = x.to(tl.int32, bitcast=True) & 0x7F800000
+        ok = bits != 0x7F800000
+    return ok
 
 
 @triton.jit

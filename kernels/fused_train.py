@@ -41,7 +41,7 @@ from ..architecture import FUSED_MAX_WIDTH as MAX_WIDTH
 from ..architecture import Architecture, next_pow2
 from ..program import check_launch
 from . import fused_unrolled
-from .activations import fused_hidden_act, fused_output_act
+from .activations import finite, fused_hidden_act, fused_output_act
 
 __all__ = ["fused_train", "fused_limits", "variant", "kernel_for", "config", "MAX_HIDDEN", "MAX_WIDTH", "MAX_SAMPLES"]
 
@@ -100,8 +100,9 @@ def _dense(h, w, b):
 
 @triton.jit
 def _back(d, w, h):
-    """delta of the layer below: (w @ d) * tanh'(h), from its saved output h [KP, BG]."""
-    return tl.sum(w * d[None, :, :], axis=1) * (1.0 - h * h)
+    """delta of the layer below: (w @ d) * tanh'(h), from its saved output h [KP, BG];
+    tanh' = (1 - h) (1 + h), which no compiler can contract (activations.tanh_grad)."""
+    return tl.sum(w * d[None, :, :], axis=1) * (1.0 - h) * (1.0 + h)
 
 
 @triton.jit
@@ -217,7 +218,7 @@ def _fused_train_kernel(
             # ---- output delta and loss: MSE over the N * D_out elements ------------------
             diff = tl.where(mask_out[:, None], out - yn, 0.0)
             loss += tl.sum(diff * diff, axis=0)
-            d = diff * grad_scale * (out - out * out)
+            d = diff * grad_scale * (out * (1.0 - out))  # sigmoid' (activations.sigmoid_grad)
             # ---- backward: accumulate z_prev^T delta, then the delta of the layer below --
             if NUM_LAYERS == 5:
                 gw5 += h4[:, None, :] * d[None, :, :]
@@ -241,8 +242,8 @@ def _fused_train_kernel(
         if e % RECORD_EVERY == 0:
             tl.store(p_loss, loss, mask=mask_g)
             p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G
-        # A network whose loss is non-finite stops here: loss - loss is 0 only when finite.
-        active = active & ((loss - loss) == 0.0)
+        # A network whose loss is non-finite stops here (a test of the loss's bits).
+        active = active & finite(loss)
         # ---- SGD step; frozen networks keep their parameters bit for bit ------------------
         step = tl.where(active, lr, 0.0)
         live = active[None, :]

@@ -40,7 +40,7 @@ import triton.language as tl
 
 from .. import program
 from ..architecture import THREAD_WORDS, UNROLL_SAMPLES, Architecture
-from .activations import fused_hidden_act, fused_output_act
+from .activations import finite, fused_hidden_act, fused_output_act
 
 __all__ = ["fits", "kernel", "source", "render", "UNROLL_SAMPLES", "MAX_WORDS"]
 
@@ -67,8 +67,12 @@ def _where(cond: str, a: str, b: str) -> str:
     return f"tl.where({cond}, {a}, {b})"
 
 
+def _finite(a: str) -> str:
+    return f"finite({a})"  # kernels/activations.py: on the value's bits
+
+
 def _expr(e) -> str:
-    return program.render_expr(e, act=_act, where=_where)
+    return program.render_expr(e, act=_act, where=_where, finite=_finite)
 
 
 def _rows(out: list, base: str, names, statement: str) -> None:
@@ -150,7 +154,7 @@ def _compile(sizes: tuple, N: int):
     filename = f"<fastmlp.kernels.fused_unrolled {'-'.join(map(str, sizes))} {n}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
     namespace = {"triton": triton, "tl": tl, "fused_hidden_act": fused_hidden_act,
-                 "fused_output_act": fused_output_act, "__name__": __name__}
+                 "fused_output_act": fused_output_act, "finite": finite, "__name__": __name__}
     exec(compile(src, filename, "exec"), namespace)
     return namespace["fused_unrolled_kernel"]
 

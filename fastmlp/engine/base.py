@@ -41,13 +41,21 @@ __all__ = ["Backend", "LayerBackend", "LayerRun", "Run", "Problem", "finite_loss
            "triton_available", "triton_interpreter"]
 
 
-def finite_loss(loss: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = (loss - loss == 0)``: False exactly for nan and +-inf, allocation-free.
+_EXPONENT = {torch.float32: (torch.int32, 0x7F800000), torch.float64: (torch.int64, 0x7FF0000000000000)}
 
-    The divergence test of every backend (the fused kernels evaluate the same expression on
-    their registers)."""
-    torch.sub(loss, loss, out=scratch)
-    return torch.eq(scratch, 0.0, out=out)
+
+def finite_loss(loss: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = loss is neither nan nor +-inf``, tested on the bits (the exponent field is not
+    all ones), allocation-free; ``scratch`` has ``loss``'s shape and dtype.
+
+    The divergence test of every backend: the fused programs test the same bits in their
+    registers (``fastmlp.program.Finite``, ``kernels/activations.finite``).  Integer
+    operations, because a float test such as ``loss - loss == 0`` is what compilers rewrite
+    (it froze every network of the first GPU run: docs/backends.md)."""
+    int_t, mask = _EXPONENT[loss.dtype]
+    bits = scratch.view(int_t)
+    torch.bitwise_and(loss.view(int_t), mask, out=bits)
+    return torch.ne(bits, mask, out=out)
 
 
 def finite_parameters(t: torch.Tensor, network_dim: int = 0) -> torch.Tensor:

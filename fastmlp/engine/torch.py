@@ -6,7 +6,7 @@ Four ops, the same set the Triton backend implements (docs/backprop.md derives t
 =================  ======================================================================
 ``linear_act_fwd`` ``Z_out = act(X W + b)``                        (forward, one layer)
 ``output_delta``   ``Delta^L = 2 (Z - Y) / (N n_out) * Z (1 - Z)`` and each network's MSE
-``delta_bwd``      ``Delta^(l-1) = (Delta^l W^T) * (1 - Z_out^(l-1)^2)``
+``delta_bwd``      ``Delta^(l-1) = (Delta^l W^T) * (1 - Z_out^(l-1)) * (1 + Z_out^(l-1))``
 ``grad_update``    ``W -= lr * Z_prev^T Delta``,  ``b -= lr * sum_n Delta``  (lr per network)
 =================  ======================================================================
 
@@ -105,14 +105,16 @@ def output_delta(z_out: torch.Tensor, y: torch.Tensor, delta: torch.Tensor | Non
     torch.sub(z_out, y, out=delta)
     torch.mul(delta, delta, out=tmp)
     torch.mean(tmp, dim=(1, 2), out=loss)
-    torch.addcmul(z_out, z_out, z_out, value=-1.0, out=tmp)  # sigmoid' = z - z^2
+    # sigmoid' = z (1 - z): separate kernels, nothing a compiler can contract, as the
+    # programs compute it (fastmlp/program.py)
+    torch.mul(z_out, -1.0, out=tmp).add_(1.0).mul_(z_out)
     delta.mul_(tmp).mul_(2.0 / (N * n_out))
     return delta, loss
 
 
 def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
               out: torch.Tensor | None = None, tmp: torch.Tensor | None = None) -> torch.Tensor:
-    """``(delta @ w^T) * (1 - z_prev**2)``: delta [G, N, n_out], w [G, n_in, n_out],
+    """``(delta @ w^T) * (1 - z_prev) * (1 + z_prev)``: delta [G, N, n_out], w [G, n_in, n_out],
     z_prev [G, N, n_in] (tanh outputs of the layer below) -> [G, N, n_in]."""
     G, n_in, n_out = w.shape
     if out is None:
@@ -127,8 +129,10 @@ def delta_bwd(delta: torch.Tensor, w: torch.Tensor, z_prev: torch.Tensor,
             out.addcmul_(d_j, w_j)
     else:
         torch.bmm(delta, w.transpose(1, 2), out=out)
-    torch.mul(z_prev, z_prev, out=tmp)
-    out.addcmul_(out, tmp, value=-1.0)  # out * (1 - z^2), tanh' from the saved output
+    # tanh' from the saved output as (1 - z) (1 + z), in the programs' order: out * (1 - z) * (1 + z)
+    # (out - out * z^2 was one addcmul, contracted to an FMA or not depending on the build)
+    out.mul_(torch.mul(z_prev, -1.0, out=tmp).add_(1.0))
+    out.mul_(torch.add(z_prev, 1.0, out=tmp))
     return out
 
 
