@@ -19,11 +19,12 @@ import torch
 
 from types import SimpleNamespace
 
-from fastmlp import Population, program_numba, train
+from fastmlp import Population, conditioning, program_numba, train
 from fastmlp.architecture import Architecture
 from fastmlp.engine import get_backend
 from fastmlp.reference import train as reference_train
 from tests.conftest import RTOL, assert_rel_close, five_points
+from tests.trajectories import assert_within_horizon
 
 fk = pytest.importorskip("fastmlp.kernels.fused_train", reason="needs triton")
 fu = pytest.importorskip("fastmlp.kernels.fused_unrolled", reason="needs triton")
@@ -84,7 +85,7 @@ def test_fused_matches_torch_engine_and_reference(sizes, N, target):
     G, epochs, lr = 3, 20 if target.triton and not CUDA else 30, torch.tensor([0.25, 0.5, 1.0])
     x, y = _data(sizes, N)
     fused = Population(sizes, [3, 14, 15], device=DEV)
-    nets = [fused.network(i) for i in range(G)]
+    nets = [fused.to("cpu").network(i) for i in range(G)]  # the reference engine trains on the CPU, with x and y
     ref = Population(sizes, [3, 14, 15], device=DEV)
     r_fused = train(x, y, fused, epochs, lr, backend="fused")
     r_torch = train(x, y, ref, epochs, lr, backend="torch")
@@ -372,7 +373,7 @@ def test_aot_compiles_without_spills(aot):
         print(f"  {r['config']:<12} {r['variant']:<9} {'approx' if r['fast_tanh'] else 'exp2':<6} sm_{r['cap']}: "
               f"BLOCK_G {r['block_g']:>3}, {r['regs']} regs, stack {r['stack']}, local {r['local']}")
     assert {r["cap"] for r in aot["rows"]} == {80, 90}
-    assert len(aot["rows"]) == 6 * 2 * 2 + 2
+    assert len(aot["rows"]) == 6 * 2 * 2 + 2 + 2  # + boundary (exp2, 2 caps) + float64 (2 kernels, sm_90)
     for r in aot["rows"]:
         assert r["stack"] == 0 and r["local"] == 0, r  # no spills
         assert r["regs"] <= 255
@@ -386,46 +387,79 @@ def test_aot_compiles_without_spills(aot):
     assert Architecture(boundary[0]["sizes"]).thread_words(boundary[0]["N"]) == fu.MAX_WORDS  # the largest the rule admits
 
 
+def test_compiled_freeze_depends_on_the_loss_value_alone(aot):
+    # What the GPU runs, read on a CPU.  The first GPU run (../shared/gpu-runs/2026-12-04)
+    # froze every network: the freeze `(loss - loss) == 0` with `loss = loss_sum * inv_count`
+    # was compiled as `fma(loss_sum, inv_count, -loss) == 0` (FP contraction, on in Triton's
+    # compiles), the product's rounding error, almost never 0.  The interpreter never
+    # contracts, so every interpreter test passed.  Here the stored `active` flag's backward
+    # slice in the PTX, stopped at the recorded loss value, must hold no rounding float
+    # instruction: the freeze is then a function of the loss's value (its bits) alone, for
+    # every kernel the launcher can pick, float32 and float64, sm_80 and sm_90.  On the
+    # commit before the fix this slice held the fma and everything that made the loss (769
+    # rounding instructions for the lab network's generated kernel, 346 for the tile kernel).
+    for r in aot["rows"]:
+        f = r["freeze"]
+        assert f["active_stores"] >= 1 and f["loss_stores"] >= 1, r  # found what it checks
+        assert f["rounding"] == [], (r["config"], r["variant"], r["cap"], r["dtype"], f["rounding"][:8])
+
+
+def test_the_freeze_check_finds_the_contracted_freeze_of_the_first_gpu_run():
+    # The PTX the H200 ran (the 2-1 network's generated kernel at daef3a3): the check must
+    # flag its freeze, or the test above could not fail.
+    from fastmlp.kernels.aot import freeze_predicate
+    f = freeze_predicate((ROOT / "tests" / "data" / "h200-2026-12-04-lab-2-1-freeze.ptx").read_text())
+    assert f["active_stores"] == 1 and f["loss_stores"] == 1
+    assert "fma.rn.f32 %r110 <- %r100, %r1, %r109" in f["rounding"]  # loss_sum * inv_count - loss
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("kernel", ["unrolled", "tiles"])
 @pytest.mark.parametrize("fast", [False, True], ids=["exp2-tanh", "approx-tanh"])
 def test_fused_at_scale_cuda(fast, kernel):
-    G, epochs = 65536, 200
+    # 65536 lab networks, lr 0.05 .. 2 (some are chaotic above ~1.7), 200 epochs, against the
+    # float64 torch engine on every 64th network (a network's numbers depend on itself only),
+    # each held to the float32 tolerance up to its horizon (docs/testing.md).  The H200's
+    # mismatches before this method (networks near lr 1.8, off by up to 0.17 from epoch ~60)
+    # are networks whose horizon ends before they part (docs/testing.md has the numbers).
+    G, epochs, every = 65536, 200, 64
     x, y = (t.cuda() for t in five_points())
     lr = torch.linspace(0.05, 2.0, G, device="cuda")
-    a, b = Population([2, 5, 3, 1], G, device="cuda"), Population([2, 5, 3, 1], G, device="cuda")
-    c = b.to(dtype=torch.float64)
+    a = Population([2, 5, 3, 1], G, device="cuda")
     packed = fk.pack(a.weights, a.biases)
     active = torch.ones(G, dtype=torch.int8, device="cuda")
     loss = torch.full((epochs, G), float("nan"), device="cuda")
     fk.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], epochs, fast_tanh=fast, variant=kernel)
-    rb = train(x, y, b, epochs, lr, backend="torch")
-    rc = train(x.double(), y.double(), c, epochs, lr.double(), backend="torch")
-    # Above lr ~1.7 some lab networks are chaotic over 200 epochs: the torch engine's own
-    # float32 and float64 runs differ by up to 0.2 in loss there (measured on CPU, G = 512),
-    # and no two float32 implementations can agree on them.  Compared: the networks whose
-    # float32 and float64 torch runs agree to 1e-6 (most of them, asserted).
-    gap = (rb.losses.double() - rc.losses).abs() / (rc.losses.abs() + rc.losses.abs().max())
-    stable = (gap <= 1e-6).all(dim=1)
-    assert stable.float().mean() > 0.9, stable.float().mean()
-    loss, expected = loss.t()[stable], rb.losses[stable]
-    if fast:  # its own tolerance row: tanh.approx.f32 is good to ~6e-4 relative per evaluation
-        torch.testing.assert_close(loss, expected, rtol=2e-2, atol=1e-4)
+    sub = Population([2, 5, 3, 1], a.seeds[::every], device="cuda")
+    if fast:
+        # Its own row (docs/testing.md): tanh.approx.f32 is good to ~2^-11 relative per
+        # evaluation, so the noise is 2^-11 on every parameter at every epoch (already the
+        # worst case: margin 10, not 100) and the tolerance 2e-2.
+        rtol = 2e-2
+        sens = conditioning.measure(x, y, sub, epochs, lr[::every], noise=2.0**-11, margin=10.0)
     else:
-        assert_rel_close(loss, expected)
+        rtol = RTOL[torch.float32]
+        sens = conditioning.measure(x, y, sub, epochs, lr[::every])
+    assert_within_horizon(loss.t()[::every], sens, rtol, msg=f"{kernel}, {'approx' if fast else 'exp2'} tanh")
+    # Measured on a CPU for these networks (float64 torch engine): 71% of the entries compared
+    # (84% for the approx row), every network for its first 20 epochs or more.
+    assert sens.compared(rtol).float().mean() > 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(CUDA, reason="the numba target trains CPU populations")
 def test_fused_cpu_at_scale_2500_epochs():
-    # G = 65536 for the lab's 2500 epochs on the CPU program; the torch engine trains every
-    # 64th network (each network's numbers depend only on itself, so a subset is the same
-    # reference at 1/64 of the cost), in float32 and float64, and as on CUDA the networks
-    # whose two torch runs agree (losses and parameters) are compared (lr up to 2: a few are
-    # chaotic, and over 2500 epochs some weights drift along flat directions of the loss).
+    # G = 65536 for the lab's 2500 epochs on the CPU program, lr 0.05 .. 2 (some networks are
+    # chaotic), against the float64 torch engine on every 64th network (a network's numbers
+    # depend on itself only, so a subset is the same reference at 1/64 of the cost), each held
+    # to the float32 tolerance up to its horizon (docs/testing.md: the horizons come from a
+    # float64 run with one float32 rounding of noise per parameter and epoch).  Before this
+    # method the test compared the networks whose float32 and float64 torch runs agreed, and
+    # failed on an AVX2 machine on 13 values of networks that selection called stable.
     pytest.importorskip("numba", reason="the CPU target needs numba")
     G, epochs, every = 65536, 2500, 64
+    rtol = RTOL[torch.float32]
     x, y = five_points()
     lr = torch.linspace(0.05, 2.0, G)
     pop = Population([2, 5, 3, 1], G)
@@ -433,25 +467,26 @@ def test_fused_cpu_at_scale_2500_epochs():
     active = torch.ones(G, dtype=torch.int8)
     loss = torch.full((epochs, G), float("nan"))
     program_numba.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], epochs)
-    seeds = pop.seeds[::every]
-    b = Population([2, 5, 3, 1], seeds)
-    c = b.to(dtype=torch.float64)
-    rb = train(x, y, b, epochs, lr[::every].clone(), backend="torch")
-    rc = train(x.double(), y.double(), c, epochs, lr[::every].double(), backend="torch")
-    def agree(t32, t64, tol):  # [g, ...] -> [g] bool: the two torch runs agree to tol (relative, scaled)
-        gap = (t32.double() - t64).abs() / (t64.abs() + t64.abs().max())
-        return (gap <= tol).flatten(1).all(dim=1)
-
-    # Measured (dev box): 93% of the networks pass both; 70% would pass 1e-6 on the parameters.
-    stable = agree(rb.losses, rc.losses, 1e-6)
-    for w32, w64 in zip(b.weights + b.biases, c.weights + c.biases):
-        stable &= agree(w32, w64, RTOL[torch.float32])
-    assert stable.float().mean() > 0.9, stable.float().mean()
-    assert_rel_close(loss.t()[::every][stable], rb.losses[stable], msg="G = 65536 loss curves vs torch engine")
+    sens = conditioning.measure(x, y, Population([2, 5, 3, 1], pop.seeds[::every]), epochs, lr[::every])
+    h = assert_within_horizon(loss.t()[::every], sens, rtol, msg="G = 65536 loss curves vs float64 torch engine")
+    # Measured (skylake-avx512, haswell, generic): every network compared for its first 21+
+    # epochs, 15% over all 2500, ~20% of all the entries.
+    assert sens.compared(rtol).float().mean() > 0.1, sens.compared(rtol).float().mean()
+    # The networks insensitive over all 2500 epochs: their final parameters, each network held
+    # to its own measured tolerance (Sensitivity.parameter_tolerance).
+    ok = sens.stable(rtol)
+    assert ok.sum() >= 50, int(ok.sum())
     trained = Population([2, 5, 3, 1], G)
     pop.arch.unpack_into(packed, trained.weights, trained.biases)
-    for w, w_ref in zip(trained.weights + trained.biases, b.weights + b.biases):
-        assert_rel_close(w[::every][stable], w_ref[stable], msg="G = 65536 final parameters vs torch engine")
+    tol = sens.parameter_tolerance(rtol)[ok]
+    print(f"\n{int(ok.sum())} networks stable over 2500 epochs; parameter tolerance median {tol.median():.2g}, "
+          f"max {tol.max():.2g}")
+    for w, w_ref in zip(trained.weights + trained.biases, sens.population.weights + sens.population.biases):
+        w, w_ref = w[::every][ok].double().flatten(1), w_ref[ok].flatten(1)
+        scale = torch.stack([t.abs().flatten(1).amax(dim=1) for t in sens.population.weights + sens.population.biases],
+                            dim=1).amax(dim=1)[ok]
+        off = (w - w_ref).abs().amax(dim=1) / scale
+        assert (off <= tol).all(), f"final parameters: {int((off > tol).sum())} networks off, worst {(off / tol).max():.3g}x"
 
 
 # -- backend="auto" on the CPU: the cold compile weighed against the torch engine ---------

@@ -1,0 +1,145 @@
+"""How sensitive each network's training is to rounding, measured: what a float32 run of it can
+be held to.
+
+Two correct float32 implementations of one network's training agree to a few ulps only while
+the network is insensitive; a chaotic one (large lr, saturated units) amplifies every rounding
+difference until the two trajectories have nothing in common, and no tolerance is right for it.
+So a comparison of trajectories asks each network first: :func:`measure` trains the population
+twice in float64 on the torch engine, once as it is (the oracle) and once with every parameter
+multiplied by ``1 + r`` after every update, ``r`` uniform in ``[-2^-24, 2^-24]`` (a float32
+rounding of every parameter at every epoch, which is what a float32 run is, seen from float64).
+The spread between the two is how far rounding alone moves that network, epoch by epoch.
+
+A float32 implementation is compared with ``rtol`` up to each network's *horizon*: ``LAG``
+epochs before the first epoch at which ``MARGIN`` times the spread (its running maximum: the
+noisy run can cross the oracle by chance) exceeds ``rtol`` relative to the loss, floored by
+the network's largest loss.  Before it, rounding cannot explain a difference of ``rtol`` and a
+wrong kernel shows; after it, a difference says nothing.  ``MARGIN`` covers what the model
+leaves out: two implementations' roundings, the roundings inside the gradient, and
+activations that are worse than one rounding (the exp2 tanh of the fused programs: ~3 ulps
+of 1); ``LAG`` the few epochs by which such an implementation leaves the oracle earlier
+where the spread grows geometrically (x2 an epoch near the horizons measured: 10 epochs
+are a factor ~1000).  docs/testing.md gives the method, the measurements behind both
+numbers and where they are used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .population import Population
+
+__all__ = ["Sensitivity", "measure", "MARGIN", "LAG", "NOISE"]
+
+# One float32 rounding, relative: the noise put on every parameter after every update.
+NOISE = 2.0**-24
+# What the spread of one noisy float64 run is multiplied by before it is compared with a
+# tolerance (docs/testing.md, "Tolerances from conditioning": measured ratios and why 100).
+MARGIN = 100.0
+LAG = 10
+
+
+@dataclass
+class Sensitivity:
+    """Per-network sensitivity to rounding (float64, on the population's device)."""
+
+    losses: torch.Tensor  # [G, E] losses of the oracle run (float64 torch engine, no noise)
+    final_loss: torch.Tensor  # [G] the oracle's loss after the last update
+    spread: torch.Tensor  # [G, E] |loss - loss of the noisy run|
+    final_spread: torch.Tensor  # [G] the same for the final loss
+    param_gap: torch.Tensor  # [G] max |p - p_noisy| over the network's final parameters, / max |p|
+    population: Population  # the oracle's trained population (float64)
+    margin: float = MARGIN
+    lag: int = LAG
+
+    def _floor(self) -> torch.Tensor:
+        return self.losses.abs().nan_to_num(0.0).amax(dim=1, keepdim=True)
+
+    def horizon(self, rtol: float) -> torch.Tensor:
+        """[G] int64: the epochs (from the first) over which a float32 run of each network can
+        be held to ``rtol`` relative to the loss, floored by its largest loss; E when it is
+        insensitive throughout.  A non-finite spread ends the horizon."""
+        tol = rtol * (self.losses.abs() + self._floor())
+        envelope = self.spread.nan_to_num(float("inf")).cummax(dim=1).values
+        bad = ~(self.margin * envelope <= tol)  # a NaN loss counts as bad
+        E = self.losses.shape[1]
+        first = bad.to(torch.int8).argmax(dim=1).to(torch.long)
+        return torch.where(bad.any(dim=1), (first - self.lag).clamp_min(0), torch.full_like(first, E))
+
+    def compared(self, rtol: float) -> torch.Tensor:
+        """[G, E] bool: the entries of the loss history held to ``rtol`` (epochs before the
+        horizon)."""
+        E = self.losses.shape[1]
+        return torch.arange(E, device=self.losses.device)[None, :] < self.horizon(rtol)[:, None]
+
+    def tolerance(self, rtol: float) -> torch.Tensor:
+        """[G, E]: ``rtol`` relative to each loss, floored by the network's largest loss."""
+        return rtol * (self.losses.abs() + self._floor())
+
+    def stable(self, rtol: float) -> torch.Tensor:
+        """[G] bool: insensitive at ``rtol`` for every epoch and the final loss: a float32 run
+        is held to ``rtol`` on its whole loss history and its final loss."""
+        E = self.losses.shape[1]
+        floor = self._floor()[:, 0]
+        final_ok = self.margin * self.final_spread <= rtol * (self.final_loss.abs() + floor)
+        return (self.horizon(rtol) == E) & final_ok
+
+    def parameter_tolerance(self, rtol: float) -> torch.Tensor:
+        """[G]: what the final parameters of a float32 run can be held to, relative to the
+        network's largest parameter: ``rtol``, or ``MARGIN`` times the measured gap where
+        that is larger.  The noise walks along the loss's flat directions, which the loss
+        does not see: after 2500 epochs the lab networks' gaps are ~1e-7 .. 1e-6, so their
+        parameters are held to ~1e-5 .. 1e-4 where the loss is held to 1e-5.  Meaningful for
+        :meth:`stable` networks only."""
+        return torch.clamp(self.margin * self.param_gap, min=rtol)
+
+
+def _as_float64(t, device) -> torch.Tensor:
+    return torch.as_tensor(t).to(device=device, dtype=torch.float64)
+
+
+def measure(x, y, population: Population, epochs: int, lr, *, seed: int = 0, noise: float = NOISE,
+            margin: float = MARGIN, lag: int = LAG) -> Sensitivity:
+    """Train ``population`` (not modified) twice in float64 on the torch engine for ``epochs``
+    epochs at ``lr`` (a float or [G]): as it is, and with ``noise`` on every parameter after
+    every update.  ``x`` [N, n_in] and ``y`` [N, n_out] (or [N]) are shared by all networks.
+    ``noise`` 2^-24 models float32 runs; 2^-53 float64 ones."""
+    from .engine import get_backend  # the engine imports the population; keep this module light
+
+    device = population.device
+    clean = population.to(dtype=torch.float64)
+    clean = clean.clone() if clean is population else clean
+    noisy = clean.clone()
+    G = len(clean)
+    x = _as_float64(x, device)
+    y = _as_float64(y, device)
+    if y.dim() == 1:
+        y = y[:, None]
+    lr = _as_float64(lr, device)
+    lr = lr.expand(G).contiguous() if lr.dim() == 0 else lr
+    gen = torch.Generator(device=device).manual_seed(seed)
+    backend = get_backend("torch")
+    out = []
+    for pop, amount in ((clean, 0.0), (noisy, noise)):
+        run = backend.start(pop, x, y, lr)
+        rows = torch.empty(epochs, G, dtype=torch.float64, device=device)
+        for e in range(epochs):
+            run.epoch(rows[e])
+            if amount:
+                for t in run.w + run.b:
+                    r = torch.rand(t.shape, generator=gen, dtype=torch.float64, device=device)
+                    t.mul_(r.mul_(2 * amount).add_(1 - amount))
+        final = torch.empty(G, dtype=torch.float64, device=device)
+        run.final_loss(final)
+        run.write_back()
+        out.append((rows.t().contiguous(), final))
+    (losses, final), (losses_n, final_n) = out
+    gaps = []
+    for a, b in zip(clean.weights + clean.biases, noisy.weights + noisy.biases):
+        gaps.append(((a - b).abs().flatten(1).amax(dim=1), a.abs().flatten(1).amax(dim=1)))
+    gap = torch.stack([g for g, _ in gaps], dim=1).amax(dim=1)
+    scale = torch.stack([s for _, s in gaps], dim=1).amax(dim=1)
+    return Sensitivity(losses=losses, final_loss=final, spread=(losses - losses_n).abs(),
+                       final_spread=(final - final_n).abs(), param_gap=gap / scale, population=clean,
+                       margin=margin, lag=lag)
