@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .engine import get_backend
 from .population import Population
 
 __all__ = ["Sensitivity", "measure", "MARGIN", "LAG", "NOISE"]
@@ -105,8 +106,6 @@ def measure(x, y, population: Population, epochs: int, lr, *, seed: int = 0, noi
     epochs at ``lr`` (a float or [G]): as it is, and with ``noise`` on every parameter after
     every update.  ``x`` [N, n_in] and ``y`` [N, n_out] (or [N]) are shared by all networks.
     ``noise`` 2^-24 models float32 runs; 2^-53 float64 ones."""
-    from .engine import get_backend  # the engine imports the population; keep this module light
-
     device = population.device
     clean = population.to(dtype=torch.float64)
     clean = clean.clone() if clean is population else clean

@@ -55,6 +55,7 @@ import torch
 
 from . import program as P
 from . import program_numba_cache as _cache
+from .numba_bits import finite, pow2  # noqa: F401  (the generated modules' intrinsics)
 from .architecture import Architecture
 
 __all__ = ["BLOCK", "pack", "unpack_into", "source", "render", "compiled", "module", "cache_dir", "is_cached", "pow2",
@@ -236,7 +237,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(0, "import numba")
     w(0, "import numpy as np")
     w(0)
-    w(0, "from fastmlp.program_numba import finite, pow2")
+    w(0, "from fastmlp.numba_bits import finite, pow2")
     w(0)
     w(0, f"F = np.{dtype}")
     w(0, f"BLOCK = {BLOCK}")
@@ -309,48 +310,6 @@ def source(sizes, N: int, dtype: str = "float32", cache: bool = True) -> str:
 @functools.lru_cache(maxsize=128)
 def _source(sizes: tuple, N: int, dtype: str, cache: bool) -> str:
     return render(P.build(Architecture(sizes), N), dtype, cache)
-
-
-@functools.lru_cache(maxsize=None)
-def pow2(dtype: str):
-    """``2^(m - bias)`` in ``dtype`` for a biased exponent m in [0, 2 bias + 1] (0: 0.0, the
-    top: inf), built from its bits (a shift, a bit cast: vectorisable), a numba intrinsic."""
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
-
-    def make(ftype, bits, mant):
-        @intrinsic
-        def pow2(typingctx, m):
-            def codegen(context, builder, sig, args):
-                int_t = ir.IntType(bits)
-                i = args[0] if args[0].type == int_t else builder.trunc(args[0], int_t)
-                return builder.bitcast(builder.shl(i, ir.Constant(int_t, mant)), ftype)
-            return (types.float32 if bits == 32 else types.float64)(m), codegen
-        return pow2
-    return make(ir.FloatType(), 32, 23) if dtype == "float32" else make(ir.DoubleType(), 64, 52)
-
-
-@functools.lru_cache(maxsize=None)
-def finite(dtype: str):
-    """``x`` is neither NaN nor +-inf, tested on its bits (the exponent field is not all
-    ones: a bit cast, an AND, an integer compare, vectorisable), a numba intrinsic: the
-    divergence test of the program (``fastmlp.program.Finite``), which no fast-math flag
-    can fold or rewrite."""
-    from llvmlite import ir
-    from numba import types
-    from numba.extending import intrinsic
-
-    def make(ftype, bits, mask):
-        @intrinsic
-        def finite(typingctx, x):
-            def codegen(context, builder, sig, args):
-                int_t = ir.IntType(bits)
-                b = builder.and_(builder.bitcast(args[0], int_t), ir.Constant(int_t, mask))
-                return builder.icmp_unsigned("!=", b, ir.Constant(int_t, mask))
-            return types.boolean(types.float32 if bits == 32 else types.float64), codegen
-        return finite
-    return make(ir.FloatType(), 32, 0x7F800000) if dtype == "float32" else make(ir.DoubleType(), 64, 0x7FF0000000000000)
 
 
 cache_dir = _cache.cache_dir  # where generated modules and numba's compiled code are kept

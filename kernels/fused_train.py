@@ -105,7 +105,11 @@ def _back(d, w, h):
     return tl.sum(w * d[None, :, :], axis=1) * (1.0 - h) * (1.0 + h)
 
 
-@triton.jit
+# E is never specialised: Triton compiles a separate kernel for an int argument equal to 1
+# (where the installed version still does), and a one-epoch block (a snapshot cut, the last
+# of a run) must run the same machine code as the others, or blocks would not be bitwise
+# what one launch computes on a GPU.
+@triton.jit(do_not_specialize=["E"])
 def _fused_train_kernel(
         x_ptr, y_ptr,                       # x [N, D0], y [N, D_out], contiguous, shared
         p_ptr, out_ptr,                     # packed parameters [P, G]: W1, b1, W2, b2, ... rows (in, out)

@@ -24,7 +24,7 @@ from fastmlp.architecture import Architecture
 from fastmlp.engine import get_backend
 from fastmlp.reference import train as reference_train
 from tests.conftest import RTOL, assert_rel_close, five_points
-from tests.trajectories import assert_within_horizon
+from tests.trajectories import assert_same_training, assert_within_horizon
 
 fk = pytest.importorskip("fastmlp.kernels.fused_train", reason="needs triton")
 fu = pytest.importorskip("fastmlp.kernels.fused_unrolled", reason="needs triton")
@@ -90,14 +90,14 @@ def test_fused_matches_torch_engine_and_reference(sizes, N, target):
     r_fused = train(x, y, fused, epochs, lr, backend="fused")
     r_torch = train(x, y, ref, epochs, lr, backend="torch")
     assert r_fused.backend == "fused"
-    assert_rel_close(r_fused.losses, r_torch.losses, msg="loss curves vs torch engine")
-    assert_rel_close(r_fused.final_loss, r_torch.final_loss)
-    for a, b in zip(fused.weights + fused.biases, ref.weights + ref.biases):
-        assert_rel_close(a, b, msg="final parameters vs torch engine")
+    # tolerances from the networks' conditioning (docs/testing.md): the 2-1 network on three
+    # points is sensitive at 1e-5 from epoch ~12 at lr 0.25 and 1.0 (measured), the others not
+    sens = assert_same_training(x, y, r_fused, r_torch, epochs, lr, msg="vs torch engine")
+    h, ok = sens.horizon(RTOL[torch.float32]), sens.stable(RTOL[torch.float32])
     for i, net in enumerate(nets):
         _, losses = reference_train(x, y, net, epochs, float(lr[i]))
-        assert_rel_close(r_fused.losses[i], losses, msg=f"loss curve of network {i} vs reference")
-        for l, layer in enumerate(net.layers):
+        assert_rel_close(r_fused.losses[i, :h[i]], losses[:h[i]], msg=f"loss curve of network {i} vs reference")
+        for l, layer in enumerate(net.layers if ok[i] else []):
             assert_rel_close(fused.weights[l][i], layer.get_weight(), msg=f"W{l} of network {i} vs reference")
 
 
@@ -143,9 +143,7 @@ def test_float64(target):
     b = Population(sizes, 2, dtype=torch.float64, device=DEV)
     ra = train(x, y, a, 20, 0.5, backend="fused")
     rb = train(x, y, b, 20, 0.5, backend="torch")
-    assert_rel_close(ra.losses, rb.losses)
-    for p, q in zip(a.weights, b.weights):
-        assert_rel_close(p, q)
+    assert_same_training(x, y, ra, rb, 20, 0.5, msg="float64")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf * 0, on purpose
@@ -179,7 +177,7 @@ def test_launches_in_blocks_of_epochs(monkeypatch):
     ra = train(x, y, a, 20, 0.25, backend="fused")
     rb = train(x, y, b, 20, 0.25, backend="torch")
     assert calls == [3] * 6 + [2]
-    assert_rel_close(ra.losses, rb.losses)
+    assert_same_training(x, y, ra, rb, 20, 0.25)
 
 
 def test_ctrl_c_between_blocks_leaves_the_population_consistent(target, monkeypatch):
@@ -243,9 +241,7 @@ def test_several_programs_and_a_partial_last_block(target):
     a, b = Population(sizes, G, device=DEV), Population(sizes, G, device=DEV)
     ra = train(x, y, a, 4, lr, backend="fused")
     rb = train(x, y, b, 4, lr, backend="torch")
-    assert_rel_close(ra.losses, rb.losses)
-    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
-        assert_rel_close(p, q)
+    assert_same_training(x, y, ra, rb, 4, lr)
 
 
 def test_more_samples_than_unrolled_run_a_sample_loop(target):
@@ -256,9 +252,7 @@ def test_more_samples_than_unrolled_run_a_sample_loop(target):
     a, b = Population(sizes, 2, device=DEV), Population(sizes, 2, device=DEV)
     ra = train(x, y, a, 10, 0.5, backend="fused")
     rb = train(x, y, b, 10, 0.5, backend="torch")
-    assert_rel_close(ra.losses, rb.losses)
-    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
-        assert_rel_close(p, q)
+    assert_same_training(x, y, ra, rb, 10, 0.5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -441,10 +435,10 @@ def test_fused_at_scale_cuda(fast, kernel):
     else:
         rtol = RTOL[torch.float32]
         sens = conditioning.measure(x, y, sub, epochs, lr[::every])
-    assert_within_horizon(loss.t()[::every], sens, rtol, msg=f"{kernel}, {'approx' if fast else 'exp2'} tanh")
     # Measured on a CPU for these networks (float64 torch engine): 71% of the entries compared
     # (84% for the approx row), every network for its first 20 epochs or more.
-    assert sens.compared(rtol).float().mean() > 0.5
+    h = assert_within_horizon(loss.t()[::every], sens, rtol, msg=f"{kernel}, {'approx' if fast else 'exp2'} tanh")
+    assert int(h.min()) >= 10
 
 
 @pytest.mark.slow
@@ -468,10 +462,11 @@ def test_fused_cpu_at_scale_2500_epochs():
     loss = torch.full((epochs, G), float("nan"))
     program_numba.fused_train(x, y, packed, lr, active, loss, [2, 5, 3, 1], epochs)
     sens = conditioning.measure(x, y, Population([2, 5, 3, 1], pop.seeds[::every]), epochs, lr[::every])
-    h = assert_within_horizon(loss.t()[::every], sens, rtol, msg="G = 65536 loss curves vs float64 torch engine")
     # Measured (skylake-avx512, haswell, generic): every network compared for its first 21+
     # epochs, 15% over all 2500, ~20% of all the entries.
-    assert sens.compared(rtol).float().mean() > 0.1, sens.compared(rtol).float().mean()
+    h = assert_within_horizon(loss.t()[::every], sens, rtol, msg="G = 65536 loss curves vs float64 torch engine",
+                              min_compared=0.1)
+    assert int(h.min()) >= 10
     # The networks insensitive over all 2500 epochs: their final parameters, each network held
     # to its own measured tolerance (Sensitivity.parameter_tolerance).
     ok = sens.stable(rtol)
@@ -524,7 +519,7 @@ def test_auto_on_cpu_takes_the_fused_program_once_it_is_cached(monkeypatch, tmp_
     a, b = Population([1, 1], 64), Population([1, 1], 64)
     ra, rb = train(x, y, a, 100, 0.5), train(x, y, b, 100, 0.5, backend="torch")
     assert ra.backend == "fused"
-    assert_rel_close(ra.losses, rb.losses)
+    assert_same_training(x, y, ra, rb, 100, 0.5)
 
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU rules")
