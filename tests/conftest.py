@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -14,6 +15,28 @@ if not torch.cuda.is_available():
 # The CLI compiles the CPU fused program in a detached process when auto passes it over for
 # its cold compile; tests that want it (tests/test_backends.py) turn it back on.
 os.environ.setdefault("FASTMLP_BACKGROUND_COMPILE", "0")
+
+
+# Where CUDA exists the kernels are compiled, and each test says where it runs: on the GPU
+# (populations on "cuda"), or, for a test about the interpreter itself, in a subprocess with
+# TRITON_INTERPRET=1 (this process imported the kernels compiled).
+def triton_interpreter_broken() -> str | None:
+    """Why the installed Triton's CPU interpreter cannot run this project's kernels (a skip
+    reason), or None.  Known: Triton <= 3.6 converts a loop bound to a Python int with
+    ``int(ndarray)``, which numpy >= 2.4 refuses ("only 0-dimensional arrays can be converted
+    to Python scalars", seen on the H200 box: Triton 3.6.0, numpy 2.5.2); fixed upstream by
+    triton-lang/triton#9172 (``int(data.squeeze())``, in Triton 3.9 here)."""
+    try:
+        import numpy
+        import triton
+    except ImportError:
+        return None
+    version = lambda v: tuple(map(int, re.match(r"(\d+)\.(\d+)", v).groups()))  # noqa: E731
+    if version(triton.__version__) <= (3, 6) and version(numpy.__version__) >= (2, 4):
+        return (f"Triton {triton.__version__}'s interpreter fails with numpy {numpy.__version__} "
+                f"(int() of a 1-element array; triton-lang/triton#9172): use numpy < 2.4 or a newer Triton")
+    return None
+
 
 # One table of tolerances (relative): a tolerance loose enough to hide a bug is a bug.
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}

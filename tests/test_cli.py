@@ -58,7 +58,7 @@ def test_flags_reach_the_population(tmp_path):
     (["--dataset", "mnist"], "--dataset"),
     (["--dataset", "csv:/nonexistent/file.csv"], "--dataset"),
     (["--device", "tpu"], "--device"),
-    (["--epochs", str(10**10)], "--seeds"),  # the loss history cannot fit: refused before training
+    (["--epochs", str(10**15)], "--seeds"),  # 8 PB of loss history for 2 networks, on any device: refused first
     (["--out", "/proc/fastmlp-cannot-write-here"], "--out"),
 ])
 def test_bad_flags_name_the_flag(argv, flag, tmp_path, capsys):
