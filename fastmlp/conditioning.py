@@ -78,13 +78,16 @@ class Sensitivity:
         """[G, E]: ``rtol`` relative to each loss, floored by the network's largest loss."""
         return rtol * (self.losses.abs() + self._floor())
 
+    def final_stable(self, rtol: float) -> torch.Tensor:
+        """[G] bool: the final loss is insensitive at ``rtol`` (relative to it, floored by the
+        network's largest loss); also true of many networks sensitive mid-run that settle."""
+        floor = self._floor()[:, 0]
+        return self.margin * self.final_spread <= rtol * (self.final_loss.abs() + floor)
+
     def stable(self, rtol: float) -> torch.Tensor:
         """[G] bool: insensitive at ``rtol`` for every epoch and the final loss: a float32 run
         is held to ``rtol`` on its whole loss history and its final loss."""
-        E = self.losses.shape[1]
-        floor = self._floor()[:, 0]
-        final_ok = self.margin * self.final_spread <= rtol * (self.final_loss.abs() + floor)
-        return (self.horizon(rtol) == E) & final_ok
+        return (self.horizon(rtol) == self.losses.shape[1]) & self.final_stable(rtol)
 
     def parameter_tolerance(self, rtol: float) -> torch.Tensor:
         """[G]: what the final parameters of a float32 run can be held to, relative to the
