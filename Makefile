@@ -24,8 +24,9 @@ demo: $(STAMP)
 
 # One pytest-xdist worker per core (at most 4), torch on one thread
 # in each (tests/conftest.py); `.venv/bin/python -m pytest` alone runs them in this process.
+# loadgroup: the tests that share an ahead-of-time compile (xdist_group) run on one worker.
 test: $(STAMP)
-	$(PY) -m pytest -q --numprocesses=auto --maxprocesses=4
+	$(PY) -m pytest -q --numprocesses=auto --maxprocesses=4 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) bench/bench_train.py

@@ -361,6 +361,8 @@ def aot():
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("aot_fused")
 def test_aot_compiles_without_spills(aot):
     print("\nfused AOT (Triton %s): config / kernel / tanh / cap -> BLOCK_G, registers, stack, local" % aot["triton"])
     for r in aot["rows"]:
@@ -381,6 +383,8 @@ def test_aot_compiles_without_spills(aot):
     assert Architecture(boundary[0]["sizes"]).thread_words(boundary[0]["N"]) == fu.MAX_WORDS  # the largest the rule admits
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("aot_fused")
 def test_compiled_freeze_depends_on_the_loss_value_alone(aot):
     # What the GPU runs, read on a CPU.  The first GPU run (../shared/gpu-runs/2026-12-04)
     # froze every network: the freeze `(loss - loss) == 0` with `loss = loss_sum * inv_count`

@@ -483,6 +483,8 @@ def aot():
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("aot_kernels")
 def test_aot_compile_every_launch_for_sm80_and_sm90(aot):
     rows = aot["rows"]
     assert {r["cap"] for r in rows} == {80, 90}
@@ -506,6 +508,8 @@ def test_aot_compile_every_launch_for_sm80_and_sm90(aot):
     assert all(r["local"] == 0 for r in rows), "local memory in a kernel"
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("aot_kernels")
 def test_aot_lab_network_has_no_spills(aot):
     lab = [r for r in aot["rows"] if r["group"] == "lab"]
     assert lab

@@ -41,6 +41,7 @@ def test_committed_notebook_is_current_and_has_its_figures():
     assert not any(o.get("output_type") == "error" for c in committed.cells for o in c.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_notebook_executes(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     for cell in nb.cells:  # run from nothing: the committed outputs must not count

@@ -164,6 +164,7 @@ _MEASURE = textwrap.dedent("""
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc")
 @pytest.mark.parametrize("init,dtype", [("glorot_uniform", "float32"), ("he_normal", "float64")])
+@pytest.mark.slow
 def test_memory_estimate_is_honest(init, dtype):
     G = 2**19  # 0.25 / 0.6 GiB: far above the fixed costs of a process
     out = subprocess.run([sys.executable, "-c", _MEASURE, str(G), init, dtype], capture_output=True, text=True,
