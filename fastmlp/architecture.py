@@ -61,6 +61,12 @@ INIT_SEED_BYTES = 17 * 8
 THREAD_WORDS = 164
 
 
+def _bmm_copy(N: int, a: int, b: int) -> int:
+    """Words per network cuBLAS's copies of one network-minor product of a layer a -> b take:
+    [N, a] and [a, b] (or [N, b] and [b, a], or [a, N] and [N, b]) operands and the result."""
+    return N * (a + b) + a * b
+
+
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
@@ -179,25 +185,65 @@ class Architecture:
         return f"{self.n_in}{hidden} -> {self.n_out} {self.output_act}"
 
     # -- memory (one model, for train's chunk planner and the sweep planner) -------------
-    def working_bytes(self, N: int, itemsize: int, x_per_network: bool = False,
-                      y_per_network: bool = False) -> int:
-        """Bytes training needs per network besides its loss history: the parameters (and a
-        chunk's copy), the gradients and their scratch, three activation-sized buffers per
-        layer (z, delta, scratch), lr and loss; per-network data when it is per network."""
-        acts = N * sum(self.sizes[1:])
-        words = 4 * self.n_params + 3 * acts + 8
-        words += N * self.n_in * x_per_network + N * self.n_out * y_per_network
-        return words * itemsize
+    def working_bytes(self, N: int, itemsize: int, x_per_network: bool = False, y_per_network: bool = False, *,
+                      program: str = "layers", cublas: bool = False) -> int:
+        """Peak bytes per network of a training run besides its loss history, for the kind
+        of run a backend declares (``Backend.working_memory``; ``Backend.working_bytes``
+        asks here):
+
+        * ``"layers"``, an epoch of four per-layer ops (``engine.base.LayerRun``, the torch
+          and Triton engines): the parameters, a chunk's compact copy, the gradients and the
+          parameter check's scratch (4 P words), three activation-sized buffers per layer
+          (z, delta, scratch: 3 N x the widths);
+        * ``"fused"``, one program per block of epochs (``engine.fused.FusedRun``): the
+          parameters and their packed copy (2 P), the parameter check's flags (P bytes; a
+          CPU heap may keep their pages for the next allocation) and the final loss, a
+          forward pass with the torch engine (:meth:`forward_words`);
+
+        both: lr, loss and flags (8 words), and x or y when they are per network.
+
+        ``cublas``: the run calls the torch engine's bmm on CUDA.  cuBLAS multiplies
+        matrices with a unit stride along their rows or columns; a network-minor tensor
+        has it along the batch axis, so ATen copies both operands and the result of each
+        such product to contiguous temporaries (``baddbmm_out_cuda_impl`` with
+        ``prepare_batch_matrix_for_cublas``): N (a + b) + a b words for a layer a -> b, the
+        largest of them on top of the buffers.  On the CPU bmm copies nothing (measured:
+        docs/sweeps.md).  Which products are bmm: :meth:`bmm_layers`.
+        """
+        isz = itemsize
+        if program == "layers":
+            words = 4 * self.n_params + 3 * N * sum(self.sizes[1:])
+            if cublas:
+                words += max((_bmm_copy(N, a, b) for a, b in self.bmm_layers(N, x_per_network)), default=0)
+        elif program == "fused":
+            words = 2 * self.n_params + -(-self.n_params // isz) + self.forward_words(N, cublas)
+        else:
+            raise ValueError(f"program must be 'layers' or 'fused', got {program!r}")
+        words += 8 + N * self.n_in * x_per_network + N * self.n_out * y_per_network
+        return words * isz
+
+    def bmm_layers(self, N: int, x_per_network: bool = False) -> list[tuple[int, int]]:
+        """The layers ``(a, b)`` whose products the torch engine's epoch evaluates with bmm
+        (``engine/torch.py``): those with a per-network input (every layer but a first one
+        on shared x, which is one GEMM) where the forward's contraction (a), the gradient's
+        (N) or, above the first layer, the backward delta's (b) is longer than
+        ``SMALL_CONTRACTION``."""
+        return [(a, b) for l, (a, b) in enumerate(self.layers)
+                if (l > 0 or x_per_network) and max(a, N, b if l > 0 else 0) > SMALL_CONTRACTION]
+
+    def forward_words(self, N: int, cublas: bool = False) -> int:
+        """Peak words per network of a forward pass and loss with the torch engine's ops on
+        new buffers (``FusedRun.final_loss``; ``Population.predict`` holds less): at a layer
+        a -> b its input and output (N (a + b), N b at the first: x is shared), with
+        ``cublas`` and a > ``SMALL_CONTRACTION`` (a bmm) the product's copies; at the loss
+        the output, delta and scratch (3 N n_out)."""
+        per_layer = (N * b + N * a * (l > 0) + (_bmm_copy(N, a, b) if cublas and a > SMALL_CONTRACTION else 0)
+                     for l, (a, b) in enumerate(self.layers))
+        return max(*per_layer, 3 * N * self.n_out)
 
     def history_bytes(self, G: int, epochs: int, itemsize: int) -> int:
         """The loss history ``[epochs, G]`` and the final loss."""
         return G * (epochs + 1) * itemsize
-
-    def train_bytes(self, G: int, N: int, epochs: int, itemsize: int, x_per_network: bool = False,
-                    y_per_network: bool = False) -> int:
-        """Peak bytes of training ``G`` networks in one pass."""
-        return (self.history_bytes(G, epochs, itemsize)
-                + G * self.working_bytes(N, itemsize, x_per_network, y_per_network))
 
     def init_bytes(self, G: int, itemsize: int, distribution: str) -> int:
         """Peak bytes of creating ``G`` networks (:class:`fastmlp.Population`): the seeds

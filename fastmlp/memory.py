@@ -1,8 +1,11 @@
 """How much a training run may allocate, and how it splits when that is not enough.
 
-The bytes themselves come from one model, :meth:`Architecture.train_bytes`; this module
-adds the budget (a fraction of the device's free memory, or the caller's ``max_bytes``)
-and the chunk plan that both :func:`fastmlp.train` and the sweep planner use.
+The bytes themselves come from one model: the loss history
+(:meth:`Architecture.history_bytes`) and the working memory of the backend that trains
+(``Backend.working_bytes``, whose formulas are :meth:`Architecture.working_bytes`), added
+up by :func:`peak_bytes`; this module adds the budget (a fraction of the device's free
+memory, or the caller's ``max_bytes``) and the chunk plan that both :func:`fastmlp.train`
+and the sweep planner use.
 """
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import os
 
 import torch
 
-from .architecture import Architecture
+from .engine.base import Backend, Problem
 from .validate import NotEnoughMemory
 
-__all__ = ["available_bytes", "budget", "plan_chunks", "check_fits", "MEMORY_FRACTION", "ALIGN", "fmt_bytes"]
+__all__ = ["available_bytes", "budget", "peak_bytes", "plan_chunks", "check_fits", "MEMORY_FRACTION", "ALIGN",
+           "fmt_bytes"]
 
 # Fraction of the free memory a training run may plan to use.
 MEMORY_FRACTION = 0.7
@@ -25,10 +29,14 @@ _GIB = 2.0**30
 
 
 def available_bytes(device: torch.device) -> int:
-    """Free memory on ``device``: CUDA's free bytes, or the host's MemAvailable."""
+    """Free memory on ``device``: on CUDA the driver's free bytes plus what torch's caching
+    allocator holds unused (reserved, not allocated: blocks it hands out again, and gives back
+    to retry an allocation that would not fit otherwise; after one large run in a process the
+    driver alone reports that run's memory as taken), else the host's MemAvailable."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -54,18 +62,26 @@ def fmt_bytes(n: float) -> str:
         n /= 1024
 
 
-def plan_chunks(arch: Architecture, G: int, N: int, epochs: int, itemsize: int, device,
-                x_per_network: bool = False, y_per_network: bool = False, max_bytes: int | None = None) -> int:
-    """Networks per chunk (G when one pass fits, else a multiple of ``ALIGN``); raises
-    :class:`NotEnoughMemory` (a MemoryError) when not even ``ALIGN`` networks fit."""
+def peak_bytes(backend: Backend, problem: Problem, G: int, device) -> int:
+    """Peak bytes of training ``G`` networks of ``problem`` (for ``problem.epochs`` epochs) on
+    ``backend`` in one pass: the loss history (:meth:`Architecture.history_bytes`) and each
+    network's working memory (:meth:`Backend.working_bytes <fastmlp.engine.base.Backend.working_bytes>`)."""
+    return (problem.arch.history_bytes(G, problem.epochs, problem.dtype.itemsize)
+            + G * backend.working_bytes(problem, device))
+
+
+def plan_chunks(backend: Backend, problem: Problem, G: int, device, max_bytes: int | None = None) -> int:
+    """Networks per chunk of a run of ``G`` networks of ``problem`` on ``backend`` (G when one
+    pass fits, else a multiple of ``ALIGN``); raises :class:`NotEnoughMemory` (a MemoryError)
+    when not even ``ALIGN`` networks fit."""
     limit, source = budget(device, max_bytes)
-    history = arch.history_bytes(G, epochs, itemsize)
-    per_net = arch.working_bytes(N, itemsize, x_per_network, y_per_network)
+    history = problem.arch.history_bytes(G, problem.epochs, problem.dtype.itemsize)  # whole, chunked or not
+    per_net = backend.working_bytes(problem, device)
     if history + per_net * min(G, ALIGN) > limit:
         raise NotEnoughMemory(
-            "seeds", f"training {G} networks for {epochs} epochs needs {history / _GIB:.2f} GiB for the loss history "
-            f"[G, epochs] plus {per_net * G / _GIB:.2f} GiB of working memory, but only {limit / _GIB:.2f} GiB "
-            f"({source}) can be used; train fewer seeds or epochs")
+            "seeds", f"training {G} networks for {problem.epochs} epochs needs {history / _GIB:.2f} GiB for the loss "
+            f"history [G, epochs] plus {per_net * G / _GIB:.2f} GiB of working memory (backend {backend.name!r}), "
+            f"but only {limit / _GIB:.2f} GiB ({source}) can be used; train fewer seeds or epochs")
     if history + per_net * G <= limit:
         return G
     chunk = (limit - history) // per_net

@@ -1,8 +1,10 @@
 """The batched torch engine and the training loop, against per-seed reference networks."""
+import weakref
+
 import pytest
 import torch
 
-from fastmlp import Population, train
+from fastmlp import Population, engine, memory, train
 from fastmlp.architecture import Architecture
 from fastmlp.reference import train as reference_train
 from tests.conftest import assert_rel_close, five_points
@@ -150,17 +152,83 @@ def test_chunked_training_equals_one_pass(lab_data):
     G, epochs = 300, 120
     lrs = torch.linspace(0.05, 2.0, G)
     one = Population([2, 5, 3, 1], G)
-    r_one = train(x, y, one, epochs, lrs)
+    r_one = train(x, y, one, epochs, lrs, backend="torch")
     assert r_one.n_chunks == 1
     arch = Architecture([2, 5, 3, 1])
     budget = arch.history_bytes(G, epochs, 4) + 100 * arch.working_bytes(5, 4)  # room for ~100 networks at a time
     chunked = Population([2, 5, 3, 1], G)
-    r_chunked = train(x, y, chunked, epochs, lrs, max_bytes=budget)
+    r_chunked = train(x, y, chunked, epochs, lrs, backend="torch", max_bytes=budget)
     assert r_chunked.n_chunks == 5  # chunks of 64
     assert torch.equal(r_chunked.losses, r_one.losses)
     assert torch.equal(r_chunked.final_loss, r_one.final_loss)
     for a, b in zip(chunked.weights + chunked.biases, one.weights + one.biases):
         assert torch.equal(a, b)
+
+
+def test_one_chunk_is_alive_at_a_time(lab_data, monkeypatch):
+    """A chunk's run (its buffers) is released before the next chunk's starts: alive beside it,
+    a chunked run peaked at two chunks' working memory (measured: 1.5x its budget)."""
+    backend, runs, alive = engine.get_backend("torch"), [], []
+    start = backend.start
+
+    def counting_start(*a, **k):
+        alive.append(sum(r() is not None for r in runs))
+        run = start(*a, **k)
+        runs.append(weakref.ref(run))
+        return run
+
+    monkeypatch.setattr(backend, "start", counting_start)
+    x, y = lab_data
+    G, epochs = 256, 3
+    arch = Architecture([2, 5, 3, 1])
+    problem = engine.Problem(arch, 5, True, torch.float32, G, epochs)
+    r = train(x, y, Population(arch.sizes, G), epochs, 0.5, backend="torch",
+              max_bytes=memory.peak_bytes(backend, problem, 64, "cpu") + arch.history_bytes(G - 64, epochs, 4))
+    assert r.n_chunks == 4 and alive == [0, 0, 0, 0]
+
+
+# Words per network of 2-8-1 on N = 1000 samples (P = 33): the torch engine's buffers,
+# 4 P + 3 N (8 + 1) + 8; on CUDA its largest bmm (the hidden layer's gradient, z^T [8, N] @
+# delta [N, 1]) adds cuBLAS's copies of both operands and the result, N (8 + 1) + 8 * 1; the
+# one-launch program: 2 P + P bytes + the forward pass at the output layer, N (8 + 1), + 8.
+WORDS_2_8_1 = {("torch", "cpu"): 27140, ("torch", "cuda"): 27140 + 9008, ("triton", "cpu"): 27140,
+               ("triton", "cuda"): 27140, ("fused", "cpu"): 66 + 9 + 9000 + 8, ("fused", "cuda"): 9083}
+
+
+@pytest.mark.parametrize("backend,device", list(WORDS_2_8_1), ids=lambda v: str(v))
+def test_working_memory_is_the_backends_own(backend, device):
+    problem = engine.Problem(Architecture([2, 8, 1]), 1000, True, torch.float32)
+    assert engine.get_backend(backend).working_bytes(problem, device) == 4 * WORDS_2_8_1[backend, device]
+
+
+def test_working_memory_on_cuda_counts_the_largest_bmms_copies():
+    """The copies of one product at a time: the largest layer's, and only for products the
+    torch engine evaluates with bmm (contractions longer than SMALL_CONTRACTION)."""
+    arch = Architecture([2, 24, 20, 1])
+    cpu, cuda = (arch.working_bytes(1000, 4, cublas=c) // 4 for c in (False, True))
+    assert cuda - cpu == 1000 * (24 + 20) + 24 * 20  # layer 2: delta_bwd, its gradient, its forward
+    lab = Architecture([2, 5, 3, 1])  # on the lab's five points every product is a loop
+    assert lab.working_bytes(5, 4, cublas=True) == lab.working_bytes(5, 4)
+    assert lab.working_bytes(5, 4, True, True, cublas=True) == lab.working_bytes(5, 4, True, True)
+    # the fused program's forward pass: the 24-wide input of layer 2 is a bmm (copies on CUDA)
+    assert arch.forward_words(1000, cublas=True) - arch.forward_words(1000) == 1000 * (24 + 20) + 24 * 20
+    assert arch.forward_words(1000) == 1000 * (24 + 20)
+
+
+def test_chunks_are_planned_for_the_backend_that_trains(lab_data):
+    """train plans with the chosen backend's working memory: a budget for all networks on the
+    one-launch program is one pass there, and chunks on the torch engine."""
+    if engine.get_backend("fused").unavailable(torch.device("cpu")) is not None:
+        pytest.skip(engine.get_backend("fused").unavailable(torch.device("cpu")))
+    x, y = lab_data
+    G, epochs = 512, 4
+    arch = Architecture([2, 5, 3, 1])
+    problem = engine.Problem(arch, 5, True, torch.float32, G, epochs)
+    budget = memory.peak_bytes(engine.get_backend("fused"), problem, G, "cpu")
+    assert budget < memory.peak_bytes(engine.get_backend("torch"), problem, G, "cpu") / 2
+    fused = train(x, y, Population(arch.sizes, G), epochs, 0.5, backend="fused", max_bytes=budget)
+    layers = train(x, y, Population(arch.sizes, G), epochs, 0.5, backend="torch", max_bytes=budget)
+    assert (fused.n_chunks, layers.n_chunks) == (1, 3)  # 132 against 291 words a network: chunks of 192
 
 
 def test_too_large_is_refused_before_allocating(lab_data):

@@ -103,6 +103,13 @@ class Backend:
     block_epochs: int = 50
     # Device types on which backend="auto" may pick this backend (None: every type).
     auto_devices: tuple[str, ...] | None = None
+    # What a run holds, as data for working_bytes (Architecture.working_bytes): "layers" (an
+    # epoch of per-layer ops on LayerRun's buffers) or "fused" (a packed copy of the
+    # parameters, one launch per block); and whether it calls the torch engine's bmm (on
+    # CUDA, cuBLAS copies their network-minor operands).  The defaults, the torch engine's,
+    # bound every backend of this package from above.
+    working_memory: str = "layers"
+    torch_bmm: bool = True
 
     def unavailable(self, device: torch.device) -> str | None:
         """Why this backend cannot run on ``device`` here (a missing package, ...), or None."""
@@ -121,6 +128,16 @@ class Backend:
     def epochs_per_block(self, problem: Problem, device: torch.device) -> int:
         """Epochs between two checks of the loop (``block_epochs`` unless the backend knows better)."""
         return self.block_epochs
+
+    def working_bytes(self, problem: Problem, device: torch.device) -> int:
+        """Peak bytes per network of a run of ``problem`` on ``device``, besides the loss
+        history: what :func:`fastmlp.memory.plan_chunks` and the sweep's planner budget for.
+        The formulas are ``Architecture.working_bytes`` for ``working_memory`` and
+        ``torch_bmm`` (data shared or not: both x and y counted per network when not)."""
+        per_network = not problem.shared_data
+        return problem.arch.working_bytes(problem.N, problem.dtype.itemsize, per_network, per_network,
+                                          program=self.working_memory,
+                                          cublas=self.torch_bmm and torch.device(device).type == "cuda")
 
     def warm_up(self, problem: Problem, device: torch.device) -> bool:
         """Start preparing, in the background, what would make :meth:`worth_it` true for the

@@ -124,6 +124,9 @@ class FusedBackend(Backend):
     # block_epochs.
     block_seconds: float | None = 0.05
     auto_devices = ("cuda", "cpu")
+    # A run holds the packed parameters; its final loss is a forward pass with the torch
+    # engine's ops, bmm above 16 inputs (Architecture.working_bytes, program "fused").
+    working_memory = "fused"
     # The target: None picks by device (CUDA: triton, CPU: numba); "triton" on the CPU runs
     # Triton's interpreter (TRITON_INTERPRET=1; the kernel tests do this).
     target: str | None = None

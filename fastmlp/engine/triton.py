@@ -83,6 +83,7 @@ class TritonBackend(LayerBackend):
     name = "triton"
     ops_module = __name__
     auto_devices = ("cuda",)
+    torch_bmm = False  # LayerRun's buffers; every product is a kernel of its own
 
     def unavailable(self, device):
         return triton_unavailable(device, "its per-layer kernels")

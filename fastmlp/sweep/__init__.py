@@ -150,7 +150,7 @@ def sweep(out, *, hidden=DEFAULTS["hidden"], lr=DEFAULTS["lr"], init=DEFAULTS["i
         log(f"sweep: {spec.describe()}, in {len(batches)} populations -> {out}")
         held = records.scan(out, spec, data, digests, log)
         need, have, keep = _needs(spec, held, save_losses, out, log)
-        work = run.fit(todo(batches, need, have, keep), spec, data, device, limit, source)
+        work = run.fit(todo(batches, need, have, keep), spec, data, device, limit, source, backend)
         if main_rank:
             records.write_spec(out, folder_spec)
         configs = spec.configs()

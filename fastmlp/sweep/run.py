@@ -1,8 +1,10 @@
 """Stage 3, the run: fit the populations to memory, train one, and cut it back into one
 record per configuration; the record format, and the merging of records.
 
-Memory: a population's peak is ``Architecture.train_bytes`` (the memory model
-:func:`fastmlp.train` plans its chunks with) plus, on the CPU, the records being written.
+Memory: a population's peak is :func:`fastmlp.memory.peak_bytes` for the backend that will
+train it (the loss history and ``Backend.working_bytes``: the model :func:`fastmlp.train`
+plans its chunks with) plus, on the CPU, the records being written (on a GPU they are host
+memory, and reach it in pieces within the freed working memory).
 :func:`fit` splits a population that would not fit the budget along its configurations,
 then a configuration along its seeds (in blocks of ``fastmlp.memory.ALIGN``), and refuses
 only what cannot fit even then, before anything trains.  After training, the statistics
@@ -43,7 +45,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .. import stats
-from ..memory import ALIGN, fmt_bytes
+from ..engine import Problem, get_backend, select_backend
+from ..memory import ALIGN, fmt_bytes, peak_bytes
 from ..population import Population
 from ..train import TrainResult, train
 from ..validate import NotEnoughMemory
@@ -229,14 +232,24 @@ def select(rec: dict, seeds: Sequence[int]) -> dict:
 
 
 # -- memory ---------------------------------------------------------------------------------
-def batch_bytes(batch: Batch, spec: SweepSpec, data: dict, device) -> tuple[int, int]:
-    """``(training, records)``: the peak bytes of training ``batch`` in one pass
-    (``Architecture.train_bytes``) and, on the CPU, of the records it writes: three times
-    the largest one (the record in the folder, read back; the new part with the merged
-    record; the scratch of its statistics), 0 on other devices (records go to the host)."""
+def _problem(batch: Batch, spec: SweepSpec, data: dict) -> Problem:
+    """What ``train`` is asked when it trains ``batch`` (its backend is chosen for it)."""
     x, y = data[batch.dataset]
-    arch, isz, E = batch.architecture(x.shape[1], y.shape[1]), spec.torch_dtype.itemsize, spec.epochs
-    training = arch.train_bytes(batch.networks, x.shape[0], E, isz)
+    return Problem(batch.architecture(x.shape[1], y.shape[1]), x.shape[0], True, spec.torch_dtype, batch.networks,
+                   spec.epochs)
+
+
+def batch_bytes(batch: Batch, spec: SweepSpec, data: dict, device, backend: str = "auto") -> tuple[int, int]:
+    """``(training, records)``: the peak bytes of training ``batch`` in one pass on the backend
+    ``train`` picks for it (:func:`fastmlp.memory.peak_bytes`: each backend has its own
+    working memory) and, on the CPU, of the records it writes: three times
+    the largest one (the record in the folder, read back; the new part with the merged
+    record; the scratch of its statistics), 0 on other devices: records are host memory, and
+    :func:`config_records` moves them there in pieces no larger than the working memory
+    ``train`` has freed (``training`` already counts it)."""
+    problem = _problem(batch, spec, data)
+    arch, isz, E = problem.arch, spec.torch_dtype.itemsize, spec.epochs
+    training = peak_bytes(select_backend(backend, device, problem), problem, batch.networks, device)
     if torch.device(device).type != "cpu":
         return training, 0
     per_seed = 25 + isz * (1 + len(curve_epochs(E)) + arch.n_params + E * batch.losses)
@@ -252,13 +265,14 @@ def _largest(fits, hi: int) -> int:
     return lo
 
 
-def fit(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, limit: int, source: str) -> list[Batch]:
+def fit(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, limit: int, source: str,
+        backend: str = "auto") -> list[Batch]:
     """The populations of ``todo``, split until each fits ``limit`` bytes: along whole
     configurations, then one configuration's seeds in blocks of ``ALIGN``.  Raises
     :class:`~fastmlp.validate.NotEnoughMemory` ``("seeds", ...)`` with the sizes when not
     even ``ALIGN`` networks of one configuration (and its record) fit."""
     def fits(b):
-        return sum(batch_bytes(b, spec, data, device)) <= limit
+        return sum(batch_bytes(b, spec, data, device, backend)) <= limit
 
     out = []
     for b in todo:
@@ -275,7 +289,7 @@ def fit(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, limit: int, 
         m = ALIGN * _largest(lambda n: fits(piece(n * ALIGN)), S // ALIGN)
         if not m:
             smallest = piece(min(S, ALIGN))
-            training, records = batch_bytes(smallest, spec, data, device)
+            training, records = batch_bytes(smallest, spec, data, device, backend)
             raise NotEnoughMemory("seeds", (
                 f"{b.configs[0].label}: {smallest.networks} networks of one configuration for {spec.epochs} epochs need about "
                 f"{fmt_bytes(training)} to train" + (f" and {fmt_bytes(records)} for its record" if records else "")
@@ -310,7 +324,7 @@ def estimate(todo: Sequence[Batch], spec: SweepSpec, data: dict, device, backend
     for b in todo:
         x, y = data[b.dataset]
         arch = b.architecture(x.shape[1], y.shape[1])
-        peak = max(peak, sum(batch_bytes(b, spec, data, device)))
+        peak = max(peak, sum(batch_bytes(b, spec, data, device, backend)))
         if large:
             key = (b.dataset, arch.sizes)
             if key not in rates:
@@ -341,11 +355,21 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
     S, E, isz = len(batch.seeds), spec.epochs, spec.torch_dtype.itemsize
     losses = result.losses  # [G, epochs], a view of an epoch-major buffer
     diverged = result.diverged
-    # train()'s working memory is free again: the statistics below work in pieces within it.
-    per_net = batch.architecture(n_in, n_out).working_bytes(N, isz)
-    scratch = len(pop) * per_net
-    rows = max(1, min(S, scratch // (per_net + 2 * E)))
+    # train()'s working memory (its backend's, as the estimate counted it) is free again but
+    # for the parameters: the statistics below, and the copies of the loss curves (and
+    # histories) to the host, work in pieces within it.  A piece of `rows` networks holds, per
+    # network, a forward pass (predict; cuBLAS's copies on a GPU), accuracy's float64 copy and
+    # three byte masks of the outputs, epochs_to_eps's two [E] byte masks, and a row of curves
+    # or of history.  (On a GPU, copying a whole block at once puts an [S, K] (or [S, E])
+    # temporary on the device beside the history: for the lab network over 500 epochs, 2000
+    # bytes a network beside the estimate's 3168, a peak 1.3x the estimate.)
+    arch = batch.architecture(n_in, n_out)
+    per_net = get_backend(result.backend).working_bytes(Problem(arch, N, True, spec.torch_dtype), pop.device)
+    scratch = len(pop) * (per_net - arch.n_params * isz)
     at = curve_epochs(E).to(losses.device)
+    piece = (isz * arch.forward_words(N, cublas=pop.device.type == "cuda") + 11 * N * n_out + 2 * E
+             + isz * (len(at) + E * batch.losses))
+    rows = max(1, min(S, scratch // piece))
     seeds = torch.tensor(batch.seeds, dtype=torch.int64)
     for k, cfg in enumerate(batch.configs):
         block = slice(k * S, (k + 1) * S)
@@ -362,10 +386,15 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
             weights.append(w[:, :a, :c].contiguous().cpu())
             biases.append(b[:, :c].contiguous().cpu())
         epochs_to, acc = [], []
+        curves = torch.empty(S, len(at), dtype=losses.dtype)
+        history = torch.empty(S, E, dtype=losses.dtype) if batch.losses else None
         for g in range(block.start, block.stop, rows):
-            part = slice(g, min(block.stop, g + rows))
+            part, here = slice(g, min(block.stop, g + rows)), slice(g - block.start, min(S, g - block.start + rows))
             epochs_to.append(stats.epochs_to_eps(losses[part], result.final_loss[part], spec.eps).cpu())
             acc.append(stats.accuracy(pop[part].predict(x), y).cpu())
+            curves[here] = losses[part][:, at]  # indexing copies: [rows, K] on the device
+            if history is not None:
+                history[here] = losses[part]
         record = {
             "format": RECORD_FORMAT,
             "identity": identity(cfg, spec, data_sha256),
@@ -374,7 +403,7 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
             "diverged": diverged[block].cpu().clone(),
             "accuracy": torch.cat(acc),
             "epochs_to_eps": torch.cat(epochs_to),
-            "loss_curves": losses[block][:, at].cpu(),  # indexing copies
+            "loss_curves": curves,
             "curve_epochs": curve_epochs(E),
             "weights": weights,
             "biases": biases,
@@ -382,8 +411,8 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
                              "backend": result.backend, "device": str(pop.device),
                              "wall_time_s": result.wall_time_s}],
         }
-        if batch.losses:
-            record["losses"] = losses[block].cpu().clone()
-        del weights, biases, epochs_to, acc
+        if history is not None:
+            record["losses"] = history
+        del weights, biases, epochs_to, acc, curves, history
         yield cfg, derive(record, scratch)
         del record
