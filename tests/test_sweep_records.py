@@ -410,6 +410,24 @@ def test_a_sweep_that_cannot_fit_is_refused_before_anything_is_allocated(tmp_pat
     assert not calls and not (tmp_path / "big").exists()
 
 
+# The cases' loop, shared by both probes: each defines DEVICE, the hooks that set ``marks``
+# and ``measured(marks)`` before it.
+_RUN_CASES = textwrap.dedent("""
+    out, csv, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    common = dict(init=["he_normal"], device=DEVICE, progress=False, plots=False, log=None)
+    # compiles, BLAS, the allocator (on CUDA the context and cuBLAS's workspaces): before any mark
+    for backend in sorted({kw["backend"] for kw in cases.values()}):
+        sw.sweep(out + "/warm_" + backend, hidden=[[8]], lr=[0.1], seeds=64, epochs=2, datasets=[f"csv:{csv}"],
+                 backend=backend, **common)
+    for name, kw in cases.items():
+        marks.clear()
+        data = [f"csv:{csv}"] if kw.pop("csv", False) else ["five_points"]
+        r = sw.sweep(out + "/" + name.replace(" ", "_"), datasets=data, **kw, **common)
+        print(json.dumps({"case": name, "estimate": r.peak_bytes, "backend": r.records[0]["populations"][0]["backend"],
+                          **measured(marks)}))
+""")
+
+
 RSS_PROBE = textwrap.dedent("""
     import ctypes, importlib, json, sys, torch
     torch.set_num_threads(1)
@@ -454,18 +472,9 @@ RSS_PROBE = textwrap.dedent("""
         return real_load(*a, **k)
 
     sw.run.train_batch, sw.run.train, sw.records.load = train_batch, train, load
-    out, csv, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    common = dict(init=["he_normal"], device="cpu", progress=False, plots=False, log=None)
-    for backend in sorted({kw["backend"] for kw in cases.values()}):  # compiles, BLAS, allocator: before any mark
-        sw.sweep(out + "/warm_" + backend, hidden=[[8]], lr=[0.1], seeds=64, epochs=2, datasets=[f"csv:{csv}"],
-                 backend=backend, **common)
-    for name, kw in cases.items():
-        marks.clear()
-        data = [f"csv:{csv}"] if kw.pop("csv", False) else ["five_points"]
-        r = sw.sweep(out + "/" + name.replace(" ", "_"), datasets=data, **kw, **common)
-        print(json.dumps({"case": name, "estimate": r.peak_bytes, "measured": marks["peak"] - marks["rss"],
-                          "backend": r.records[0]["populations"][0]["backend"], "file_growth": marks["file_growth"]}))
-""")
+    DEVICE = "cpu"
+    measured = lambda marks: {"measured": marks["peak"] - marks["rss"], "file_growth": marks["file_growth"]}
+""") + _RUN_CASES
 # name -> (sweep arguments, the backend that trains it, the most the estimate may be over the
 # measured peak).  The same cases on the GPU: CUDA_CASES.
 RSS_CASES = {
@@ -585,19 +594,9 @@ CUDA_PROBE = textwrap.dedent("""
         return real_load(*a, **k)
 
     sw.run.train_batch, sw.records.load = train_batch, load
-    out, csv, cases = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    common = dict(init=["he_normal"], device="cuda", progress=False, plots=False, log=None)
-    # the CUDA context, cuBLAS's workspaces and each backend's kernels exist before the first mark
-    for backend in sorted({kw["backend"] for kw in cases.values()}):
-        sw.sweep(out + "/warm_" + backend, hidden=[[8]], lr=[0.1], seeds=64, epochs=2, datasets=[f"csv:{csv}"],
-                 backend=backend, **common)
-    for name, kw in cases.items():
-        marks.clear()
-        data = [f"csv:{csv}"] if kw.pop("csv", False) else ["five_points"]
-        r = sw.sweep(out + "/" + name.replace(" ", "_"), datasets=data, **kw, **common)
-        print(json.dumps({"case": name, "estimate": r.peak_bytes, "measured": marks["peak"] - marks["base"],
-                          "backend": r.records[0]["populations"][0]["backend"]}))
-""")
+    DEVICE = "cuda"
+    measured = lambda marks: {"measured": marks["peak"] - marks["base"]}
+""") + _RUN_CASES
 # As RSS_CASES, on the GPU (records are host memory there: the estimate counts none).
 CUDA_CASES = {
     # the loss history, and the records' curves and histories on their way to the host
