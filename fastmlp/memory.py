@@ -66,7 +66,7 @@ def peak_bytes(backend: Backend, problem: Problem, G: int, device) -> int:
     """Peak bytes of training ``G`` networks of ``problem`` (for ``problem.epochs`` epochs) on
     ``backend`` in one pass: the loss history (:meth:`Architecture.history_bytes`) and each
     network's working memory (:meth:`Backend.working_bytes <fastmlp.engine.base.Backend.working_bytes>`)."""
-    return (problem.arch.history_bytes(G, problem.epochs, problem.dtype.itemsize)
+    return (problem.arch.history_bytes(G, problem.rows, problem.dtype.itemsize)
             + G * backend.working_bytes(problem, device))
 
 
@@ -75,7 +75,7 @@ def plan_chunks(backend: Backend, problem: Problem, G: int, device, max_bytes: i
     pass fits, else a multiple of ``ALIGN``); raises :class:`NotEnoughMemory` (a MemoryError)
     when not even ``ALIGN`` networks fit."""
     limit, source = budget(device, max_bytes)
-    history = problem.arch.history_bytes(G, problem.epochs, problem.dtype.itemsize)  # whole, chunked or not
+    history = problem.arch.history_bytes(G, problem.rows, problem.dtype.itemsize)  # whole, chunked or not
     per_net = backend.working_bytes(problem, device)
     if history + per_net * min(G, ALIGN) > limit:
         raise NotEnoughMemory(

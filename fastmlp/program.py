@@ -22,9 +22,9 @@ one network (a weight ``w{l}_{i}_{j}``, a bias ``b{l}_{j}``, their gradients ``g
   beyond that sample 0 is peeled and a sample loop loads each sample's data;
 * the first sample *initialises* the loss and the gradient accumulators, the others add;
 * at the end of an epoch: loss scaling, the loss recorded every ``RECORD_EVERY`` epochs,
-  the divergence freeze ``active &= finite(loss)`` (a test of the loss's exponent bits),
+  the first epoch whose loss fell below ``eps`` noted (every epoch, recorded or not), the divergence freeze ``active &= finite(loss)`` (a test of the loss's exponent bits),
   one SGD step that leaves a frozen network's parameters bit for bit;
-* the parameters and the ``active`` flags are stored back.
+* the parameters, the ``active`` flags and the first epochs below ``eps`` are stored back.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .architecture import UNROLL_SAMPLES, Architecture
 
 __all__ = ["Program", "build", "render_expr", "Sum", "Mul", "Sub", "Paren", "Act", "Where", "Finite", "And",
            "Comment", "Let", "LoadParams", "StoreParams", "LoadData", "EpochLoop", "SampleLoop", "RecordLoss",
-           "StoreActive"]
+           "TrackBelow", "StoreActive", "StoreFirst"]
 
 
 # ---- expressions: a value name or a literal ("1.0") is a str; the rest are these nodes ----
@@ -142,8 +142,23 @@ class RecordLoss:
 
 
 @dataclass(frozen=True)
+class TrackBelow:
+    """``first = e_base + e where first < 0 and name < eps else first``, every epoch: the
+    epoch (of the whole run: ``e_base`` is the block's first) at whose start the loss first
+    fell below ``eps``, -1 while it has not.  ``eps`` is in the parameters' dtype, so the test
+    is the comparison a recorded float loss gets against ``eps`` (``stats.epochs_to_eps``);
+    NaN is never below.  Computed on every epoch, so a thinned loss record loses nothing of it."""
+    name: str
+
+
+@dataclass(frozen=True)
 class StoreActive:
     name: str
+
+
+@dataclass(frozen=True)
+class StoreFirst:
+    name: str  # the lane value TrackBelow updates, back to its [G] int32 buffer
 
 
 @dataclass(frozen=True)
@@ -267,19 +282,23 @@ def build(arch, N: int) -> Program:
     epoch += [Comment("---- end of epoch: record the loss, freeze the diverged, one SGD step ----"),
               Let("loss", Mul(("loss", "inv_count"))),
               RecordLoss("loss"),
+              TrackBelow("loss"),
               Let("active", And("active", Finite("loss")), note="a test of the loss's bits: see Finite"),
               Let("step", Where("active", "lr", "0.0"))]
     epoch += [Let(p, Where("active", Sub(p, Mul(("step", f"g{p}"))), p)) for p in params]
-    body += [EpochLoop(tuple(epoch)), StoreParams(params), StoreActive("active")]
+    body += [EpochLoop(tuple(epoch)), StoreParams(params), StoreActive("active"), StoreFirst("first")]
     return Program(arch, N if unrolled else UNROLL_SAMPLES + 1, unrolled, params, tuple(body))
 
 
-def check_launch(sizes, x, y, packed, lr, active, loss_out, epochs: int, record_every: int) -> tuple[int, int]:
+def check_launch(sizes, x, y, packed, lr, active, loss_out, epochs: int, record_every: int,
+                 first_below=None, e_base: int = 0) -> tuple[int, int]:
     """The launch contract of every target's ``fused_train`` (kernels/fused_train.py,
     fastmlp/program_numba.py): x [N, n_in] and y [N, n_out] shared by all networks, packed a
     contiguous [P, G] float32 / float64 buffer, loss_out [ceil(epochs / record_every), G] with
-    unit stride along G, x, y, lr and loss_out in the parameters' dtype and active int8, all on
-    the parameters' device.  Raises ValueError / TypeError naming the argument; returns (N, G)."""
+    unit stride along G, x, y, lr and loss_out in the parameters' dtype, active int8 and
+    first_below (when given) a contiguous [G] int32, all on the parameters' device; e_base an
+    int >= 0 with e_base + epochs < 2**31.  Raises ValueError / TypeError naming the argument;
+    returns (N, G)."""
     N = x.shape[0]
     if x.dim() != 2 or tuple(x.shape) != (N, sizes[0]) or tuple(y.shape) != (N, sizes[-1]):
         raise ValueError(f"fused_train: x must be [N, {sizes[0]}] and y [N, {sizes[-1]}] (shared by all "
@@ -297,4 +316,9 @@ def check_launch(sizes, x, y, packed, lr, active, loss_out, epochs: int, record_
                         ("active", active, torch.int8), ("loss_out", loss_out, packed.dtype)):
         if t.dtype != dt or t.device != packed.device:
             raise ValueError(f"fused_train: {name} must be {dt} on {packed.device}, got {t.dtype} on {t.device}")
+    if first_below is not None and (first_below.dtype != torch.int32 or tuple(first_below.shape) != (G,)
+                                    or not first_below.is_contiguous() or first_below.device != packed.device):
+        raise ValueError(f"fused_train: first_below must be a contiguous [{G}] int32 tensor on {packed.device}")
+    if isinstance(e_base, bool) or not isinstance(e_base, int) or not 0 <= e_base <= 2**31 - 1 - epochs:
+        raise ValueError(f"fused_train: e_base must be an int in [0, 2**31 - 1 - epochs], got {e_base!r}")
     return N, G

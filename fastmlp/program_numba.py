@@ -188,7 +188,7 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
         for v in sorted(read, key=lambda v: (v not in row, row.get(v, 0), v)):
             cur[v] = fresh(v)
             w(depth + 1, f"{cur[v]} = {get(v, k)}")
-        recorded = []
+        recorded, tracked = [], []
         for s in stmts:
             if isinstance(s, P.Comment):
                 w(depth + 1, f"# {s.text}")
@@ -200,6 +200,8 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
             elif isinstance(s, P.RecordLoss):
                 w(depth + 1, f"{at('_loss', k)} = {name(s.name)}")
                 recorded.append(s)
+            elif isinstance(s, P.TrackBelow):  # after the region, from the loss's row (RecordLoss)
+                tracked.append(s)
         for v in sorted(written & keep, key=lambda v: (v not in row, row.get(v, 0), v)):
             w(depth + 1, f"{at(v, k)} = {put(name(v))}")
         for _ in recorded:
@@ -207,6 +209,10 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
             w(depth + 1, f"for {k}r in range(nk):")
             w(depth + 2, f"loss_out[rec, g0 + {k}r] = S[{row['_loss'] * BLOCK} + {k}r]")
             w(depth + 1, "rec += 1")
+        for _ in tracked:  # every epoch: eps is in the dtype F, the comparison of the recorded loss
+            w(depth, f"for {k}t in range(nk):")
+            w(depth + 1, f"if S[{row['_loss'] * BLOCK} + {k}t] < eps and first_out[g0 + {k}t] < 0:")
+            w(depth + 2, f"first_out[g0 + {k}t] = e_base + e")
 
     def data(depth, stmts):
         for s in stmts:
@@ -272,8 +278,8 @@ def render(prog: P.Program, dtype: str, cache: bool = True) -> str:
     w(0)
     w(0)
     w(0, "@numba.njit(nogil=True, fastmath=FASTMATH, error_model=\"numpy\", cache=CACHE)")
-    w(0, "def fused_cpu_train(x, y, p, lr_in, active_in, loss_out, G, N, E, inv_count, grad_scale, RECORD_EVERY,")
-    w(0, "                    blk0, blk1):")
+    w(0, "def fused_cpu_train(x, y, p, lr_in, active_in, loss_out, first_out, G, N, E, inv_count, grad_scale, eps,")
+    w(0, "                    e_base, RECORD_EVERY, blk0, blk1):")
     w(1, "for blk in range(blk0, blk1):")
     w(2, "g0 = blk * BLOCK")
     w(2, "nk = min(BLOCK, G - g0)")
@@ -375,10 +381,13 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
                 loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False,
-                variant: str | None = None, threads: int | None = None) -> None:
+                variant: str | None = None, threads: int | None = None, first_below: torch.Tensor | None = None,
+                eps: float = 0.0, e_base: int = 0) -> None:
     """Train for ``epochs`` epochs in place on ``packed`` [P, G] and ``active`` [G] (int8), on
     the CPU; x [N, n_in] and y [N, n_out] shared; lr [G]; loss_out [ceil(epochs /
-    record_every), G] receives the loss at the start of every ``record_every``-th epoch.
+    record_every), G] receives the loss at the start of every ``record_every``-th epoch;
+    first_below [G] int32 (optional) the first epoch (``e_base`` + the launch's epoch) whose
+    loss is below ``eps``, where it is still -1.
     ``kernels.fused_train.fused_train``'s contract; ``fast_tanh`` and ``variant`` (GPU
     choices) are accepted for the same signature and must be False / None or "unrolled".
     ``threads``: how many threads share the blocks (default ``torch.get_num_threads()``);
@@ -396,19 +405,21 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
         raise ValueError(f"fused_train: threads must be a positive int, got {threads!r}")
     if packed.device.type != "cpu":
         raise ValueError(f"fused_train: the parameters must be on the CPU, got {packed.device}")
-    N, G = P.check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every)
+    N, G = P.check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every, first_below, e_base)
     if not active.is_contiguous():
         raise ValueError("fused_train: active must be contiguous")
     if epochs == 0 or G == 0:
         return
+    if first_below is None:  # nothing to track: entries >= 0 never change
+        first_below = torch.zeros(G, dtype=torch.int32)
     dtype = str(packed.dtype).removeprefix("torch.")
     fn = compiled(tuple(sizes), min(N, P.UNROLL_SAMPLES + 1), dtype)
     np_dt = packed.numpy().dtype.type
     count = N * sizes[-1]
     # Scales rounded to the parameters' dtype, as the Triton launcher's scale tensor.
     args = (x.contiguous().reshape(-1).numpy(), y.contiguous().reshape(-1).numpy(), packed.numpy(),
-            lr.contiguous().numpy(), active.numpy(), loss_out.numpy(), G, N, epochs, np_dt(1.0 / count),
-            np_dt(2.0 / count), record_every)
+            lr.contiguous().numpy(), active.numpy(), loss_out.numpy(), first_below.numpy(), G, N, epochs,
+            np_dt(1.0 / count), np_dt(2.0 / count), np_dt(eps), e_base, record_every)
     # Whole blocks in contiguous shares, one per thread (the caller takes the first); the
     # function releases the GIL (nogil), and every block is its own: no bit depends on the split.
     blocks = -(-G // BLOCK)

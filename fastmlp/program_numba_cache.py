@@ -269,7 +269,7 @@ def compile_module(mod, dtype: str) -> None:
     f, i = getattr(types, dtype), types.int64
     a1, a2 = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     mod.fused_cpu_train.compile((a1, a1, a2, a1, types.Array(types.int8, 1, "C"), types.Array(f, 2, "A"),
-                                 i, i, i, f, f, i, i, i))
+                                 types.Array(types.int32, 1, "C"), i, i, i, f, f, f, i, i, i, i))
     mod.fused_cpu_train.disable_compile()
 
 

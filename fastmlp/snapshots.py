@@ -113,11 +113,15 @@ class Snapshots:
             self.weights[l][j, at] = w[rows]
             self.biases[l][j, at] = b[rows]
 
-    def fill_loss(self, losses: torch.Tensor, final_loss: torch.Tensor) -> None:
-        """Every snapshot's loss, from the run's ``losses [G, epochs]`` and ``final_loss [G]``."""
-        total = losses.shape[1]
-        for j, e in enumerate(self.epochs):
-            self.loss[j] = losses[self.networks, e] if e < total else final_loss[self.networks]
+    def take_loss(self, epoch: int, loss: torch.Tensor, g0: int) -> None:
+        """Copy, from ``loss`` ([g]: networks ``g0..``), the chosen networks' loss of their
+        parameters at ``epoch``: the loss recorded at the start of that epoch, or the final loss.
+        The training loop calls it as it goes, so a thinned loss history loses none of them."""
+        if epoch not in self.epochs:
+            return
+        local = (self.networks >= g0) & (self.networks < g0 + len(loss))
+        if bool(local.any()):
+            self.loss[self.epochs.index(epoch), torch.nonzero(local).flatten()] = loss[self.networks[local] - g0]
 
     def population(self, j: int):
         """The chosen networks at snapshot ``j`` as a :class:`~fastmlp.Population` (a copy), in the

@@ -33,7 +33,8 @@ __all__ = ["FLAGS", "ArgumentError", "ArgumentTypeError", "NotEnoughMemory", "ch
 FLAGS = {"sizes": "--hidden", "hidden": "--hidden", "seeds": "--seeds", "init": "--init", "gain": "--gain",
          "dtype": "--dtype", "device": "--device", "backend": "--backend", "epochs": "--epochs", "lr": "--lr",
          "x": "--dataset", "y": "--dataset", "datasets": "--dataset", "dataset": "--dataset", "name": "--dataset",
-         "path": "--dataset", "eps": "--eps", "out": "--out", "formats": "--formats"}
+         "path": "--dataset", "eps": "--eps", "out": "--out", "formats": "--formats",
+         "record_every": "--record-every"}
 
 
 # The writability probe of check_out_dir: a folder of this prefix, created and removed at once

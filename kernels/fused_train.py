@@ -109,14 +109,15 @@ def _back(d, w, h):
 # (where the installed version still does), and a one-epoch block (a snapshot cut, the last
 # of a run) must run the same machine code as the others, or blocks would not be bitwise
 # what one launch computes on a GPU.
-@triton.jit(do_not_specialize=["E"])
+@triton.jit(do_not_specialize=["E", "e_base"])
 def _fused_train_kernel(
         x_ptr, y_ptr,                       # x [N, D0], y [N, D_out], contiguous, shared
         p_ptr, out_ptr,                     # packed parameters [P, G]: W1, b1, W2, b2, ... rows (in, out)
         lr_ptr, active_ptr,                 # [G] learning rates, [G] int8 (1 = training)
         loss_ptr, s_loss,                   # [ceil(E / RECORD_EVERY), G] loss history, row stride
         G, N, E,                            # runtime: networks, samples, epochs
-        scale_ptr,                          # [1/(N D_out), 2/(N D_out)] in the parameters' dtype
+        scale_ptr,                          # [1/(N D_out), 2/(N D_out), eps] in the parameters' dtype
+        first_ptr, e_base,                  # [G] int32 first epoch with loss < eps (-1: not yet); the block's first epoch
         NUM_LAYERS: tl.constexpr,
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, D4: tl.constexpr,
         D5: tl.constexpr,
@@ -139,6 +140,7 @@ def _fused_train_kernel(
     offs_g = pid * BLOCK_G + tl.arange(0, BLOCK_G)
     inv_count = tl.load(scale_ptr)
     grad_scale = tl.load(scale_ptr + 1)
+    eps = tl.load(scale_ptr + 2)
     mask_g = offs_g < G
 
     # ---- parameters into registers (zero beyond the real widths and networks) ----------
@@ -158,6 +160,7 @@ def _fused_train_kernel(
         b5 = _load_vec(p_ptr, OB5, D5, P5, offs_g, mask_g, G)
     lr = tl.load(lr_ptr + offs_g, mask=mask_g, other=0.0)
     active = tl.load(active_ptr + offs_g, mask=mask_g, other=0) != 0
+    first = tl.load(first_ptr + offs_g, mask=mask_g, other=0)
 
     # The output layer's width and padded width.
     if NUM_LAYERS == 1:
@@ -246,6 +249,8 @@ def _fused_train_kernel(
         if e % RECORD_EVERY == 0:
             tl.store(p_loss, loss, mask=mask_g)
             p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G
+        # The first epoch whose loss is below eps, on every epoch (fastmlp.program.TrackBelow).
+        first = tl.where((loss < eps) & (first < 0), e_base + e, first)
         # A network whose loss is non-finite stops here (a test of the loss's bits).
         active = active & finite(loss)
         # ---- SGD step; frozen networks keep their parameters bit for bit ------------------
@@ -282,6 +287,7 @@ def _fused_train_kernel(
         _store_tile(out_ptr, w5, OW5, D4, D5, P4, P5, offs_g, mask_g, G)
         _store_vec(out_ptr, b5, OB5, D5, P5, offs_g, mask_g, G)
     tl.store(active_ptr + offs_g, active.to(tl.int8), mask=mask_g)
+    tl.store(first_ptr + offs_g, first, mask=mask_g)
 
 
 def fused_limits(sizes, N: int) -> str | None:
@@ -371,13 +377,17 @@ def unpack_into(packed: torch.Tensor, weights, biases) -> None:
 
 def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torch.Tensor, active: torch.Tensor,
                 loss_out: torch.Tensor, sizes, epochs: int, record_every: int = 1, fast_tanh: bool = False,
-                variant: str | None = None) -> None:
+                variant: str | None = None, first_below: torch.Tensor | None = None, eps: float = 0.0,
+                e_base: int = 0) -> None:
     """Train for ``epochs`` epochs in one launch, in place on ``packed`` [P, G] and ``active``.
 
     x [N, n_in] and y [N, n_out] are shared by all networks; lr [G]; active [G] int8
     (0 = frozen: never updated, and set to 0 here when a network's loss turns non-finite);
     loss_out [ceil(epochs / record_every), G] receives the loss at the start of every
-    ``record_every``-th epoch.  Limits: :func:`fused_limits`.
+    ``record_every``-th epoch.  first_below [G] int32 (optional) is updated on every epoch: a
+    network's entry, while -1, becomes ``e_base + e`` at the first epoch ``e`` of this launch
+    whose loss is below ``eps`` (compared in the parameters' dtype); ``e_base`` is the launch's
+    first epoch in the whole run.  Limits: :func:`fused_limits`.
 
     ``fast_tanh`` (float32 on a GPU only) evaluates tanh and sigmoid with the hardware's
     ``tanh.approx.f32`` instead of the exp-based forms: fewer instructions per network-epoch
@@ -391,7 +401,7 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     why = fused_limits(sizes, N)
     if why is not None:
         raise ValueError(f"backend='fused' cannot train {why}; use backend='triton' or backend='torch'")
-    N, G = check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every)
+    N, G = check_launch(sizes, x, y, packed, lr, active, loss_out, epochs, record_every, first_below, e_base)
     if fast_tanh and packed.dtype != torch.float32:
         raise ValueError("fused_train: fast_tanh needs float32 parameters")
     if epochs == 0:
@@ -400,8 +410,10 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     count = N * sizes[-1]
     # The loss and gradient scales as a tensor in the parameters' dtype: a Python float
     # argument would reach a compiled kernel as float32, even for float64 parameters.
-    scales = torch.tensor([1.0 / count, 2.0 / count], dtype=packed.dtype, device=packed.device)
+    scales = torch.tensor([1.0 / count, 2.0 / count, float(eps)], dtype=packed.dtype, device=packed.device)
+    if first_below is None:  # nothing to track: entries >= 0 never change
+        first_below = torch.zeros(G, dtype=torch.int32, device=packed.device)
     grid = (triton.cdiv(G, meta["BLOCK_G"]),)
     kernel = kernel_for(sizes, N, variant)
     kernel[grid](x.contiguous(), y.contiguous(), packed, packed, lr.contiguous(), active, loss_out, loss_out.stride(0),
-                 G, N, epochs, scales, num_warps=NUM_WARPS, **meta)
+                 G, N, epochs, scales, first_below, e_base, num_warps=NUM_WARPS, **meta)

@@ -18,16 +18,20 @@ from tests.conftest import five_points
 class ToyRun:
     """A Run that delegates to the torch engine's LayerRun and logs every call."""
 
-    def __init__(self, log, pop, x, y, lr):
-        self.log, self.inner = log, LayerRun(pop, x, y, lr, torch_ops)
+    def __init__(self, log, pop, x, y, lr, eps):
+        self.log, self.inner = log, LayerRun(pop, x, y, lr, torch_ops, eps)
 
     @property
     def active(self):
         return self.inner.active
 
-    def block(self, history_rows):
+    @property
+    def first_below(self):
+        return self.inner.first_below
+
+    def block(self, history_rows, epochs, record_every, e_base):
         self.log.append(("block", history_rows.shape[0], history_rows.shape[1]))
-        self.inner.block(history_rows)
+        self.inner.block(history_rows, epochs, record_every, e_base)
 
     def check_parameters(self):
         self.inner.check_parameters()
@@ -54,8 +58,8 @@ class Toy(Backend):
             return f"a layer of width {max(problem.arch.sizes)} (the toy takes widths up to 4)"
         return None
 
-    def start(self, pop, x, y, lr):
-        return ToyRun(self.log, pop, x, y, lr)
+    def start(self, pop, x, y, lr, eps=None):
+        return ToyRun(self.log, pop, x, y, lr, eps)
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ def test_toy_backend_trains_through_train(toy):
     assert all(torch.equal(p, q) for p, q in zip(a.weights + a.biases, b.weights + b.biases))
     # blocks of block_epochs (7 + 7 + 6), then the final loss, then the write-back
     assert toy.log == [("block", 7, 5), ("block", 7, 5), ("block", 6, 5), ("final_loss", 5), ("write_back",)]
-    assert isinstance(ToyRun(toy.log, a, x, y, ra.lr), Run)
+    assert isinstance(ToyRun(toy.log, a, x, y, ra.lr, None), Run)
 
 
 def test_toy_backend_trains_through_sweep(toy, tmp_path):

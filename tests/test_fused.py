@@ -173,7 +173,7 @@ def test_launches_in_blocks_of_epochs(monkeypatch):
     a, b = Population([2, 5, 3, 1], 3, device=DEV), Population([2, 5, 3, 1], 3, device=DEV)
     calls = []
     real = fk.fused_train
-    monkeypatch.setattr(fk, "fused_train", lambda *args, **kw: calls.append(args[-1]) or real(*args, **kw))
+    monkeypatch.setattr(fk, "fused_train", lambda *args, **kw: calls.append(args[7]) or real(*args, **kw))
     ra = train(x, y, a, 20, 0.25, backend="fused")
     rb = train(x, y, b, 20, 0.25, backend="torch")
     assert calls == [3] * 6 + [2]
@@ -258,7 +258,7 @@ def test_more_samples_than_unrolled_run_a_sample_loop(target):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_launch_passes_no_python_floats(dtype, monkeypatch):
     # Compiled Triton types a Python float argument as float32: the loss and gradient
-    # scales must reach the kernel as a tensor of the parameters' dtype.
+    # scales and eps must reach the kernel as a tensor of the parameters' dtype.
     launched = []
 
     class Capture:
@@ -275,9 +275,9 @@ def test_launch_passes_no_python_floats(dtype, monkeypatch):
     assert len(launched) == 2
     for args in launched:
         assert not any(isinstance(a, float) for a in args)
-        (scales,) = [a for a in args if isinstance(a, torch.Tensor) and a.numel() == 2]
+        scales = args[11]  # x, y, packed, out, lr, active, loss, its stride, G, N, E, then the scales
         assert scales.dtype == dtype and scales.tolist() == [torch.tensor(0.2, dtype=dtype).item(),
-                                                             torch.tensor(0.4, dtype=dtype).item()]
+                                                             torch.tensor(0.4, dtype=dtype).item(), 0.0]
 
 
 def test_unrolled_rule_and_forced_variants():

@@ -7,9 +7,15 @@ block also ends at every snapshot epoch), it calls ``run.block(rows)``
 and ``run.check_parameters()``; at the end ``run.final_loss(out)``; and, whatever
 happened (Ctrl-C included), ``run.write_back()``.  A backend promises:
 
-* ``block(rows)`` trains ``len(rows)`` epochs of full-batch gradient descent and writes
-  into ``rows[e]`` ([g]) each network's MSE at the start of epoch ``e`` -- the loss of the
-  forward pass that feeds that epoch's gradient (the lab's ``losses``);
+* ``block(rows, epochs, record_every, e_base)`` trains ``epochs`` epochs of full-batch
+  gradient descent (the run's epochs ``e_base ..``) and writes into ``rows[i]`` ([g]) each
+  network's MSE at the start of the block's epoch ``i * record_every`` -- the loss of the
+  forward pass that feeds that epoch's gradient (the lab's ``losses``); ``rows`` has
+  ``ceil(epochs / record_every)`` rows (the loop starts a recording block on a multiple of
+  ``record_every``, so the rows are the run's epochs ``0, k, 2k, ...``);
+* on every epoch, recorded or not, ``run.first_below`` ([g] int32, -1 until then) takes
+  the first epoch whose loss is below the ``eps`` the run was started with, compared in
+  the parameters' dtype (no ``eps``: it stays -1);
 * a network whose loss turns non-finite (:func:`finite_loss`, the one expression every
   backend uses) is frozen from that epoch on: never updated again, its later losses still
   recorded; ``run.active`` ([g] bool) is False for it.  Nothing about it may change any
@@ -75,6 +81,12 @@ class Problem:
     dtype: torch.dtype
     G: int = 0  # networks and epochs of the run (0: not known), for backends that weigh a
     epochs: int = 0  # one-off cost (a compile) against the work
+    record_every: int = 1  # the loss history keeps epochs 0, k, 2k, ... (its memory)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the loss history: ``ceil(epochs / record_every)``."""
+        return -(-self.epochs // self.record_every)
 
 
 @runtime_checkable
@@ -84,7 +96,11 @@ class Run(Protocol):
     @property
     def active(self) -> torch.Tensor: ...  # [g] bool: networks still training
 
-    def block(self, history_rows: torch.Tensor) -> None: ...  # [epochs, g]
+    @property
+    def first_below(self) -> torch.Tensor: ...  # [g] int32: first epoch with loss < eps, -1: not yet
+
+    def block(self, history_rows: torch.Tensor, epochs: int | None = None, record_every: int = 1,
+              e_base: int = 0) -> None: ...  # [ceil(epochs / record_every), g]
 
     def check_parameters(self) -> None: ...
 
@@ -144,9 +160,9 @@ class Backend:
         next run of ``problem`` (a compile into the disk cache); True when something started."""
         return False
 
-    def start(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor) -> Run:
+    def start(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, eps: float | None = None) -> Run:
         """Buffers for training ``pop`` (a chunk: a view of the user's population) on checked
-        ``x``, ``y`` and ``lr [g]``."""
+        ``x``, ``y`` and ``lr [g]``; ``eps``: the loss threshold ``run.first_below`` tracks."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -162,15 +178,15 @@ class LayerBackend(Backend):
     def ops(self):
         return importlib.import_module(self.ops_module)
 
-    def start(self, pop, x, y, lr) -> "LayerRun":
-        return LayerRun(pop, x, y, lr, self.ops())
+    def start(self, pop, x, y, lr, eps=None) -> "LayerRun":
+        return LayerRun(pop, x, y, lr, self.ops(), eps)
 
 
 class LayerRun:
     """An epoch as the lab writes it, one op call per layer and step; buffers allocated once
     (an epoch allocates nothing)."""
 
-    def __init__(self, pop, x, y, lr, ops):
+    def __init__(self, pop, x, y, lr, ops, eps: float | None = None):
         self.ops = ops
         self.x, self.y, self.lr = x, y, lr
         G, dtype, device = len(pop), pop.dtype, pop.device
@@ -197,6 +213,13 @@ class LayerRun:
         # network is frozen; on a GPU the mask is always passed (no host sync per epoch).
         self.cheap_sync = device.type == "cpu"
         self.acts = pop.arch.acts
+        self.first_below = torch.full((G,), -1, dtype=torch.int32, device=device)
+        # eps as a 0-d tensor of the parameters' dtype: the kernels' comparison (a Python
+        # float against a float32 row compares in float32 too)
+        self.eps = None if eps is None else torch.tensor(eps, dtype=dtype, device=device)
+        self.below = torch.empty(G, dtype=torch.bool, device=device)
+        self.not_yet = torch.empty(G, dtype=torch.bool, device=device)
+        self.unrecorded = torch.empty(G, dtype=dtype, device=device)  # the loss of an epoch not recorded
 
     def forward_loss(self, loss_out: torch.Tensor) -> None:
         ops, inp = self.ops, self.x
@@ -206,9 +229,16 @@ class LayerRun:
         ops.output_delta(self.z[-1], self.y, delta=self.delta[-1], loss=loss_out, tmp=self.tmp[-1])
         self.active.logical_and_(finite_loss(loss_out, self.scratch, self.finite))
 
-    def block(self, history_rows: torch.Tensor) -> None:
-        for row in history_rows:
+    def block(self, history_rows: torch.Tensor, epochs: int | None = None, record_every: int = 1,
+              e_base: int = 0) -> None:
+        for i in range(len(history_rows) if epochs is None else epochs):
+            row = history_rows[i // record_every] if i % record_every == 0 else self.unrecorded
             self.epoch(row)
+            if self.eps is not None:  # first_below = e where loss < eps and first_below < 0
+                torch.lt(row, self.eps, out=self.below)
+                torch.lt(self.first_below, 0, out=self.not_yet)
+                self.below &= self.not_yet
+                self.first_below.masked_fill_(self.below, e_base + i)
 
     def epoch(self, loss_out: torch.Tensor) -> None:
         self.forward_loss(loss_out)

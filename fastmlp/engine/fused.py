@@ -66,22 +66,34 @@ class FusedRun:
     """Packed parameters and launches for one chunk of networks (a :class:`~fastmlp.engine.base.Run`)."""
 
     def __init__(self, pop, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, target: str = "triton",
-                 variant: str | None = None, threads: int | None = None):
+                 variant: str | None = None, threads: int | None = None, eps: float | None = None):
         self._fk, self.variant = _launcher(target), variant
         self._kw = {"threads": threads} if target == "numba" and threads is not None else {}
         self.pop, self.x, self.y, self.lr = pop, x, y, lr
         self.packed = pop.arch.pack(pop.weights, pop.biases)
         self.active_i8 = torch.ones(len(pop), dtype=torch.int8, device=pop.device)
+        # -1 until a loss is below eps; without eps, 0s (the program changes no entry >= 0)
+        self.first = torch.full((len(pop),), -1 if eps is not None else 0, dtype=torch.int32, device=pop.device)
+        self.eps = 0.0 if eps is None else float(eps)
+        self._tracking = eps is not None
         self._synced = True  # the population's tensors hold what `packed` holds
 
     @property
     def active(self) -> torch.Tensor:
         return self.active_i8 != 0
 
-    def block(self, history_rows: torch.Tensor) -> None:
-        """Train ``len(history_rows)`` epochs in one launch, recording every epoch's loss."""
+    @property
+    def first_below(self) -> torch.Tensor:
+        return self.first if self._tracking else torch.full_like(self.first, -1)
+
+    def block(self, history_rows: torch.Tensor, epochs: int | None = None, record_every: int = 1,
+              e_base: int = 0) -> None:
+        """Train ``epochs`` (default ``len(history_rows)``) epochs in one launch, recording every
+        ``record_every``-th epoch's loss and noting the first below eps on every epoch."""
+        epochs = history_rows.shape[0] if epochs is None else epochs
         self._fk.fused_train(self.x, self.y, self.packed, self.lr, self.active_i8, history_rows, self.pop.sizes,
-                             history_rows.shape[0], variant=self.variant, **self._kw)
+                             epochs, record_every, variant=self.variant, first_below=self.first, eps=self.eps,
+                             e_base=e_base, **self._kw)
         self._synced = False
 
     def check_parameters(self) -> None:
@@ -123,6 +135,11 @@ class FusedBackend(Backend):
     # many seconds of estimated work (never fewer than block_epochs epochs).  None: always
     # block_epochs.
     block_seconds: float | None = 0.05
+    # On a GPU (the triton target on CUDA) a block is about this long (estimated by
+    # gpu_epoch_seconds; a slower GPU than the H200 gets longer blocks).
+    gpu_block_seconds: float = 0.25
+    gpu_latency_s: float = 1.4e-8
+    gpu_param_samples_per_s: float = 4.6e12
     auto_devices = ("cuda", "cpu")
     # A run holds the packed parameters; its final loss is a forward pass with the torch
     # engine's ops, bmm above 16 inputs (Architecture.working_bytes, program "fused").
@@ -190,9 +207,26 @@ class FusedBackend(Backend):
                             + problem.G * arch.n_params / self.torch_param_epochs_per_s)
         return ours, torch_s
 
+    def gpu_epoch_seconds(self, problem: Problem) -> float:
+        """Estimated seconds of one epoch of ``problem`` on a GPU: a thread runs its network's
+        epochs one after another (``gpu_latency_s`` per parameter-sample, what a lightly
+        loaded GPU shows) until the networks fill the machine (``gpu_param_samples_per_s``).
+        Measured on the H200 (bench_fused, lab network, N = 5, 185 parameter-samples): 2.6 us an
+        epoch at G = 65,536 (the latency), 38 us at 2**20 (4.6e12 parameter-samples/s)."""
+        work = problem.arch.n_params * max(problem.N, 1)
+        return max(work * self.gpu_latency_s, problem.G * work / self.gpu_param_samples_per_s)
+
     def epochs_per_block(self, problem: Problem, device: torch.device) -> int:
-        if self.block_seconds is None or self.target_for(device) != "numba" or not problem.G:
+        if self.block_seconds is None or not problem.G:
             return self.block_epochs
+        if self.target_for(device) == "triton":
+            if torch.device(device).type != "cuda":  # the interpreter: short blocks (tests)
+                return self.block_epochs
+            # A block of about gpu_block_seconds: the lab network trains 2500 epochs in one
+            # launch up to ~2**21 networks on an H200 (each launch and parameter check costs
+            # ~0.1 ms; blocks of 250 epochs cost +30% at G = 65,536), while a run of minutes
+            # still checks its parameters, updates the bar and stops on Ctrl-C every quarter second.
+            return max(self.block_epochs, int(self.gpu_block_seconds / self.gpu_epoch_seconds(problem)))
         lanes = -(-problem.G // program_numba.BLOCK) * program_numba.BLOCK
         rate = self.program_param_epochs_per_s / problem.arch.n_params  # network-epochs per second
         return max(self.block_epochs, int(self.block_seconds * rate / lanes))
@@ -224,8 +258,8 @@ class FusedBackend(Backend):
                          stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=nice)
         return True
 
-    def start(self, pop, x, y, lr) -> FusedRun:
-        return FusedRun(pop, x, y, lr, self.target_for(pop.device), self.variant, self.threads)
+    def start(self, pop, x, y, lr, eps=None) -> FusedRun:
+        return FusedRun(pop, x, y, lr, self.target_for(pop.device), self.variant, self.threads, eps)
 
 
 BACKEND = FusedBackend()

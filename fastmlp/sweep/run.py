@@ -341,7 +341,10 @@ def train_batch(batch: Batch, spec: SweepSpec, x, y, device, backend, progress,
     """Build the batch's padded population and train it: ``(population, train result)``."""
     pop, lr = padded_population(x.shape[1], y.shape[1], batch.widths, batch.configs, batch.seeds,
                                 spec.torch_dtype, device)
-    return pop, train(x, y, pop, spec.epochs, lr, backend=backend, progress=progress, max_bytes=max_bytes)
+    # Every epoch recorded: the loss curves keep log-spaced epochs (curve_epochs), and the
+    # sweep's batches bound the history's memory themselves (batches.HISTORY_BYTES).
+    return pop, train(x, y, pop, spec.epochs, lr, backend=backend, progress=progress, max_bytes=max_bytes,
+                      record_every=1, eps=spec.eps)
 
 
 def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: TrainResult, x, y,
@@ -371,6 +374,7 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
              + isz * (len(at) + E * batch.losses))
     rows = max(1, min(S, scratch // piece))
     seeds = torch.tensor(batch.seeds, dtype=torch.int64)
+    to_eps = result.epochs_to_eps(spec.eps)  # tracked on every epoch during training
     for k, cfg in enumerate(batch.configs):
         block = slice(k * S, (k + 1) * S)
         sizes = [n_in, *cfg.hidden, n_out]
@@ -390,7 +394,7 @@ def config_records(batch: Batch, spec: SweepSpec, pop: Population, result: Train
         history = torch.empty(S, E, dtype=losses.dtype) if batch.losses else None
         for g in range(block.start, block.stop, rows):
             part, here = slice(g, min(block.stop, g + rows)), slice(g - block.start, min(S, g - block.start + rows))
-            epochs_to.append(stats.epochs_to_eps(losses[part], result.final_loss[part], spec.eps).cpu())
+            epochs_to.append(to_eps[part].cpu())
             acc.append(stats.accuracy(pop[part].predict(x), y).cpu())
             curves[here] = losses[part][:, at]  # indexing copies: [rows, K] on the device
             if history is not None:
