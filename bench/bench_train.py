@@ -11,6 +11,17 @@ and JAX (``jit(lax.scan(vmap(value_and_grad)))``, its compile time reported apar
 ``import jax`` works, e.g. a side venv).  A provider that cannot run here is reported as not run,
 with the reason.  ``--dtype float64`` runs every provider in float64 (JAX with ``jax_enable_x64``).
 
+Devices: a run is on the CPU, or with ``--gpu`` on CUDA (``--gpu`` without CUDA is an error that
+names the flag, exit status 2: a GPU benchmark that quietly measured the CPU would be worse than
+none).  Every provider computes on the run's device, and its label says which
+(``func@cuda:0``, ``jax@cpu``; ``devices`` in the JSON): torch.func with its tensors there, JAX on
+``jax.devices("cpu")[0]`` or, with ``--gpu``, ``jax.devices("gpu")[0]``, committed there and
+checked after every run (where JAX has CUDA its default device is the GPU whatever the run).
+JAX without a GPU backend is reported as not run in a ``--gpu`` run.  On CUDA the default sizes are
+G = 1, 1024, 65536, 2**20 with 2500 epochs, and the providers that launch their work epoch by
+epoch (torch, triton, bmm, func, the lab's loop) are timed over ``GPU_LOOP_EPOCHS`` = 100 of them
+(their rate per epoch is flat: the shared H200 run timed them so); ``--epochs`` sets one count for all.
+
 Compile times are not in the rates: JAX compiles in ``ready`` (untimed, ``compile_s`` per row);
 the fused CPU program compiles in the warm-up run, and its cold (empty ``FASTMLP_CACHE_DIR``) and
 warm (a second process, numba's disk cache) compile times are measured in two fresh processes.
@@ -31,7 +42,8 @@ Usage:
   python bench/bench_train.py --G 1,8192 --providers torch,fused-cpu --dtype float64
   python bench/bench_train.py --quick --out /tmp/b  # a smoke run of a few seconds
   python bench/bench_train.py --G 8192 --providers torch,bmm --epochs 2500 --threads 1
-  python bench/bench_train.py --gpu                 # on CUDA, adds the triton/fused providers
+  python bench/bench_train.py --gpu                 # on CUDA: every provider on the GPU (JAX's GPU too)
+  python bench/bench_train.py --gpu --providers fused,jax,func --G 65536,1048576   # the GPU peers
   python bench/bench_train.py --profile 8192        # torch.profiler breakdown per provider
 """
 from __future__ import annotations
@@ -39,6 +51,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# Where JAX has CUDA it takes 75% of the GPU's memory at its first use unless told not to; the
+# torch providers of the same run need theirs.  Set before anything imports jax.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import statistics
 import subprocess
 import sys
@@ -52,7 +68,8 @@ import fastmlp
 from fastmlp import engine
 from fastmlp.architecture import Architecture
 from fastmlp.datasets import five_points
-from trainers import FastmlpBackend, FuncEnsemble, FusedCpu, JaxScan, PlainBmm, ReferenceLoop, fused_cpu_via
+from trainers import FastmlpBackend, FuncEnsemble, FusedCpu, JaxScan, PlainBmm, ReferenceLoop, fused_cpu_via, \
+    torch_device_label
 
 ARCH = Architecture((2, 5, 3, 1))
 SIZES = list(ARCH.sizes)
@@ -65,6 +82,14 @@ DEFAULT_G = (1, 64, 256, 1024, 8192, 65536)
 # a minute per repeat there, and the rate no longer depends on the epoch count once a run lasts
 # well over a second.
 DEFAULT_EPOCHS = {1: 2500, 64: 2500, 256: 2500, 1024: 2500, 8192: 500, 65536: 250}
+# On CUDA (--gpu): the launch-bound end, the middle, and the throughput end of the shared H200 run
+# (../shared/gpu-runs/2026-12-04, section 3), 2500 epochs each; the providers that issue their
+# work epoch by epoch (Runner.loops) are timed over GPU_LOOP_EPOCHS (at 2**20 torch.func ran
+# 4.5e7 network-epochs/s there: 2500 epochs would take a minute per repeat).
+GPU_DEFAULT_G = (1, 1024, 65536, 2**20)
+GPU_EPOCHS = 2500
+GPU_LOOP_EPOCHS = 100
+JAX_PRECISION = "highest"  # --jax-precision replaces it (main)
 PEERS = ("bmm", "func", "jax")  # the fused CPU provider's bar: 5x the fastest of these
 # The issue's bar for the fused CPU program (lab network, five points, steady state).
 FUSED_BAR = {"min_rate": {1: 1e6, **{G: 20e6 for G in (64, 256, 1024, 8192, 65536)}},
@@ -92,7 +117,7 @@ def backend_provider(name: str) -> harness.Provider:
 
     devices = engine.get_backend(name).auto_devices
     what = f"fastmlp.train(..., backend={name!r})" + (f", on {'/'.join(devices)}" if devices else "")
-    return harness.Provider(name, what, lambda: FastmlpBackend(LR, name), devices=devices, check=check)
+    return harness.Provider(name, what, lambda device: FastmlpBackend(LR, name), devices=devices, check=check)
 
 
 def numba_missing(device) -> str | None:
@@ -103,12 +128,26 @@ def numba_missing(device) -> str | None:
     return None
 
 
+def jax_platform(device) -> str:
+    """The JAX platform of a run on ``device``: "gpu" for CUDA, else "cpu"."""
+    return "gpu" if torch.device(device).type == "cuda" else "cpu"
+
+
 def jax_missing(device) -> str | None:
+    """Why the jax provider cannot run on ``device``: JAX does not import, or has no backend
+    for it (a CPU-only jaxlib in a --gpu run)."""
     try:
-        import jax  # noqa: F401
+        import jax
     except Exception as e:  # noqa: BLE001
         return (f"import jax failed ({type(e).__name__}: {e}); JAX is not a project dependency: "
                 "run this script from a venv that has it")
+    platform = jax_platform(device)
+    try:
+        jax.devices(platform)
+    except Exception as e:  # noqa: BLE001 -- RuntimeError: Unknown backend ...
+        return (f"JAX {jax.__version__} has no {platform} backend here ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); for --gpu it needs a jaxlib with CUDA (the jax[cuda12] "
+                "or jax[cuda13] extra)")
     return None
 
 
@@ -117,19 +156,21 @@ _BACKENDS = [backend_provider(n) for n in reversed(engine.names()) if n != "auto
 PROVIDERS = harness.Providers(
     harness.Provider("reference", f"the lab's loop, fastmlp.reference.train on one network after another "
                                   f"({REFERENCE_NETS} timed, the rate extrapolated: ~)",
-                     lambda: ReferenceLoop(LR, REFERENCE_NETS)),
+                     lambda device: ReferenceLoop(LR, REFERENCE_NETS)),
     *(p for p in _BACKENDS if p.devices is None),
     harness.Provider("fused-cpu", "the one-launch program on the CPU (fastmlp/program_numba.py, numba, one network "
                                   "per SIMD lane): fastmlp.train(backend='fused') once the engine takes the CPU, "
                                   "else program_numba.fused_train with pack/unpack/final loss (timed)",
-                     lambda: FusedCpu(LR), devices=("cpu",), check=numba_missing),
+                     lambda device: FusedCpu(LR), devices=("cpu",), check=numba_missing),
     harness.Provider("bmm", "the same equations written plainly: baddbmm/bmm on contiguous [G, ...] tensors, "
-                            "no autograd (the issue's baseline)", lambda: PlainBmm(LR)),
+                            "no autograd (the issue's baseline)", lambda device: PlainBmm(LR)),
     harness.Provider("func", "PyTorch's ensembling idiom: stack_module_state, vmap(grad_and_value("
-                             "functional_call)), manual SGD", lambda: FuncEnsemble(LR)),
+                             "functional_call)), manual SGD; on the run's device (CUDA with --gpu)",
+                     lambda device: FuncEnsemble(LR)),
     harness.Provider("jax", "JAX: jit(lax.scan over epochs of vmap over networks of value_and_grad(MSE)), SGD; "
-                            "compiled untimed (compile_s per row)", lambda: JaxScan(LR, DTYPE), devices=("cpu",),
-                     check=jax_missing),
+                            "compiled untimed (compile_s per row); on jax.devices('cpu'), with --gpu on "
+                            "jax.devices('gpu')", lambda device: JaxScan(LR, DTYPE, jax_platform(device), JAX_PRECISION),
+                     devices=("cpu", "cuda"), check=jax_missing),
     *(p for p in _BACKENDS if p.devices is not None),
 )
 
@@ -157,10 +198,35 @@ def traffic_per_network_epoch(runner, x, y, G: int, device) -> dict:
     return {"ops_per_epoch": d_ops, "bytes_per_network_epoch": d_bytes / nets, "G": nets}
 
 
-def time_row(runners: dict, G: int, main_epochs: int, x, y, device, repeats: int, warmup_epochs: int) -> list[dict]:
+def epochs_plan(runners: dict, main_epochs: int, loop_epochs: int | None = None) -> dict:
+    """Epochs per timed run of each provider: ``main_epochs``; at most ``SLOW_EPOCHS`` for a slow
+    one (the lab's loop), at most ``loop_epochs`` (when given: GPU runs without ``--epochs``) for
+    one that issues its work epoch by epoch."""
+    plan = {}
+    for n, r in runners.items():
+        e = min(main_epochs, SLOW_EPOCHS) if r.slow else main_epochs
+        plan[n] = min(e, loop_epochs) if loop_epochs and r.loops else e
+    return plan
+
+
+def default_sizes(device, quick: bool, G=None, epochs=None) -> list[tuple[int, int]]:
+    """(G, epochs per timed run) of each row: ``--G`` / ``--epochs`` where given, else the
+    device's defaults (CPU: DEFAULT_G with DEFAULT_EPOCHS; CUDA: GPU_DEFAULT_G x GPU_EPOCHS);
+    ``--quick``: G = 1, 64, 1024 at 20 epochs."""
+    cuda = torch.device(device).type == "cuda"
+    Gs = G or ((1, 64, 1024) if quick else (GPU_DEFAULT_G if cuda else DEFAULT_G))
+    if epochs:
+        return [(g, epochs) for g in Gs]
+    if quick:
+        return [(g, 20) for g in Gs]
+    return [(g, GPU_EPOCHS if cuda else DEFAULT_EPOCHS.get(g, 2500 if g <= 8192 else 250)) for g in Gs]
+
+
+def time_row(runners: dict, G: int, main_epochs: int, x, y, device, repeats: int, warmup_epochs: int,
+             loop_epochs: int | None = None) -> list[dict]:
     """One G: warm every provider up, then ``repeats`` interleaved rounds.  Returns its rows."""
     pop = fastmlp.Population(SIZES, G, dtype=DTYPE, device=device)
-    plan = {n: min(main_epochs, SLOW_EPOCHS) if r.slow else main_epochs for n, r in runners.items()}
+    plan = epochs_plan(runners, main_epochs, loop_epochs)
     for n, r in runners.items():
         r.run(r.prepare(pop, x, y), min(warmup_epochs, plan[n]))
 
@@ -180,14 +246,15 @@ def time_row(runners: dict, G: int, main_epochs: int, x, y, device, repeats: int
     for n, s in samples.items():
         final, nets = s.result
         work, fin = nets * plan[n], final.float().cpu()
-        rows.append({"provider": n, "G": G, "epochs": plan[n], "timed_networks": nets, "extrapolated": nets < G,
+        rows.append({"provider": n, "device": runners[n].where(device), "G": G, "epochs": plan[n],
+                     "timed_networks": nets, "extrapolated": nets < G,
                      "median_s": s.median, "times_s": s.wall, "process_cpu_s": s.cpu,
                      "net_epochs_per_s": work / s.median, "net_epochs_per_cpu_s": work / statistics.median(s.cpu),
                      "min_net_epochs_per_s": work / max(s.wall), "max_net_epochs_per_s": work / min(s.wall),
                      "final_loss_median": float(fin.median()),
                      "converged_fraction": float((fin < 0.01).float().mean())})
         if isinstance(runners[n], JaxScan):
-            rows[-1]["compile_s"] = runners[n].compile_s.get((nets, plan[n]))
+            rows[-1].update(compile_s=runners[n].compile_s.get((nets, plan[n])), jax_precision=runners[n].precision)
         if isinstance(runners[n], FusedCpu):
             rows[-1]["via"] = runners[n].via
     return rows
@@ -198,19 +265,19 @@ def agreement(runners: dict, x, y, device, G: int, epochs: int) -> list[dict]:
     pop = fastmlp.Population(SIZES, G, dtype=DTYPE, device=device)
     base = FastmlpBackend(LR, "torch")
     bstate = base.prepare(pop, x, y)
-    bloss = base.run(bstate, epochs).float()
-    bw = base.weights(bstate)
+    bloss = base.run(bstate, epochs).float().cpu()  # JAX's results come back on the host
+    bw = [w.float().cpu() for w in base.weights(bstate)]
     out = []
     for name, r in runners.items():
         if name == "torch":
             continue
         state = r.prepare(pop, x, y)
-        loss = r.run(state, epochs).float()
+        loss = r.run(state, epochs).float().cpu()
         k = loss.shape[0]
         loss_rel = ((loss - bloss[:k]).abs() / bloss[:k].abs().clamp_min(1e-30)).max().item()
-        w_err = max(((w.float() - w0[:k].float()).abs().max() / w0[:k].float().abs().max()).item()
+        w_err = max(((w.float().cpu() - w0[:k]).abs().max() / w0[:k].abs().max()).item()
                     for w, w0 in zip(r.weights(state), bw))
-        out.append({"provider": name, "networks": k, "epochs": epochs, "final_loss_max_rel_diff": loss_rel,
+        out.append({"provider": name, "device": r.where(device), "networks": k, "epochs": epochs, "final_loss_max_rel_diff": loss_rel,
                     "weights_max_diff_rel_to_max": w_err,
                     "ok": bool(loss_rel <= CHECK_RTOL and w_err <= CHECK_RTOL)})
     return out
@@ -224,6 +291,9 @@ def profile(runners: dict, G: int, x, y, device, epochs: int) -> dict:
     pop = fastmlp.Population(SIZES, G, dtype=DTYPE, device=device)
     result = {}
     for name, r in runners.items():
+        if isinstance(r, JaxScan):
+            result[name] = {"error": "not profiled: one XLA program (torch.profiler sees none of it)"}
+            continue
         r.run(r.prepare(pop, x, y), 5)
         state = r.prepare(pop, x, y)
         with instruments.label_calls(engine_ops, ENGINE_OPS, "engine."):
@@ -241,6 +311,20 @@ def performance_bar(rows) -> dict:
             ratio = by["torch"]["net_epochs_per_s"] / by[base]["net_epochs_per_s"]
             bar[f"torch/{base}"] = {"ratio": ratio, "need": need, "met": ratio >= need}
     return bar
+
+
+def lead_vs_peers(rows, lead: str) -> dict:
+    """Per G: ``lead``'s rate against the fastest peer measured (bmm, func, jax)."""
+    by = {(r["G"], r["provider"]): r for r in rows}
+    out = {}
+    for G in sorted({r["G"] for r in rows}):
+        peers = [by[(G, p)] for p in PEERS if (G, p) in by]
+        if (G, lead) in by and peers:
+            best = max(peers, key=lambda r: r["net_epochs_per_s"])
+            out[G] = {"lead": lead, "rate": by[(G, lead)]["net_epochs_per_s"], "peer": best["provider"],
+                      "peer_rate": best["net_epochs_per_s"],
+                      "ratio": by[(G, lead)]["net_epochs_per_s"] / best["net_epochs_per_s"]}
+    return out
 
 
 def fused_bar(rows, compile_times: dict | None) -> dict:
@@ -325,16 +409,19 @@ def fused_compile_times(dtype: torch.dtype, sizes: list[int] = SIZES) -> dict:
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
-def rate_table(rows, names, key: str = "net_epochs_per_s") -> str:
+def rate_table(rows, names, key: str = "net_epochs_per_s", labels: dict | None = None, lead: str = "fused-cpu") -> str:
     """net-epochs/s per G and provider (epochs per timed run), then the torch engine's ratios to
-    bmm and func, and the fused CPU program's to the fastest peer (bmm, func, jax) of that G."""
+    bmm and func, and the one-launch program's (``lead``: fused-cpu on the CPU, fused on CUDA)
+    to the fastest peer (bmm, func, jax) of that G.  ``labels`` ({name: device}) put each
+    provider's device in its column's head: ``func@cuda:0``."""
     by = {(r["G"], r["provider"]): r for r in rows}
-    ratio_cols = [n for n in names if n not in ("reference", "bmm", "func", "jax", "fused-cpu")]
+    ratio_cols = [n for n in names if n not in ("reference", "bmm", "func", "jax", "fused-cpu", lead)]
     bases = [b for b in ("bmm", "func") if b in names]
     peers = [p for p in PEERS if p in names]
-    fused = "fused-cpu" in names and peers
-    head = (["G"] + [f"{n} (epochs)" for n in names] + [f"{n}/{b}" for b in bases for n in ratio_cols]
-            + (["fused-cpu/fastest peer"] if fused else []))
+    fused = lead in names and peers
+    labels = labels or {}
+    head = (["G"] + [f"{n}@{labels[n]} (epochs)" if n in labels else f"{n} (epochs)" for n in names]
+            + [f"{n}/{b}" for b in bases for n in ratio_cols] + ([f"{lead}/fastest peer"] if fused else []))
     lines = []
     for G in sorted({r["G"] for r in rows}):
         cells = [G] + [f"{'~' if r['extrapolated'] else ''}{harness.rate(r[key])} ({r['epochs']})" if r else "-"
@@ -344,7 +431,7 @@ def rate_table(rows, names, key: str = "net_epochs_per_s") -> str:
                 r, rb = by.get((G, n)), by.get((G, b))
                 cells.append(f"{r[key] / rb[key]:.2f}x" if r and rb else "-")
         if fused:
-            f, best = by.get((G, "fused-cpu")), max((by[(G, p)] for p in peers if (G, p) in by),
+            f, best = by.get((G, lead)), max((by[(G, p)] for p in peers if (G, p) in by),
                                                      key=lambda r: r[key], default=None)
             cells.append(f"{f[key] / best[key]:.1f}x ({best['provider']})" if f and best else "-")
         lines.append(cells)
@@ -358,9 +445,12 @@ def report(rec: dict, env: dict, device) -> None:
     print(f"# {harness.describe(env)}")
     print(f"# net-epochs/s, median of {rec['repeats']} interleaved rounds after a warm-up; (epochs) per timed run; "
           f"~ = reference loop timed on {REFERENCE_NETS} networks and extrapolated linearly to G")
+    print("# devices: " + ", ".join(f"{n}@{d}" for n, d in rec["devices"].items())
+          + "".join(f"; {n}: {w}" for n, w in rec.get("device_notes", {}).items()))
     for n, why in rec["skipped"].items():
         print(f"# not run: {n}: {why.splitlines()[0]}")
-    print("\n" + rate_table(rows, names))
+    lead = "fused" if device.type == "cuda" else "fused-cpu"
+    print("\n" + rate_table(rows, names, labels=rec["devices"], lead=lead))
     for r in rows:
         if r.get("compile_s") is not None:
             print(f"# {r['provider']} compile (jit.lower.compile, untimed) at G={r['G']}, {r['epochs']} epochs: "
@@ -370,11 +460,11 @@ def report(rec: dict, env: dict, device) -> None:
     if env["threads"] == 1 and device.type == "cpu":
         print("\n## the same runs per CPU-second (process_time; with one thread this discounts the time a busy "
               "machine gave to other processes)")
-        print(rate_table(rows, names, "net_epochs_per_cpu_s"))
+        print(rate_table(rows, names, "net_epochs_per_cpu_s", labels=rec["devices"], lead=lead))
 
     print("\n## agreement with the torch engine (same initial weights)")
     for c in rec["agreement"]:
-        print(f"  {c['provider']:>9}: {c['networks']} nets x {c['epochs']} epochs: final loss max rel diff "
+        print(f"  {c['provider'] + '@' + c['device']:>15}: {c['networks']} nets x {c['epochs']} epochs: final loss max rel diff "
               f"{c['final_loss_max_rel_diff']:.1e}, weights max diff / max|w| {c['weights_max_diff_rel_to_max']:.1e}"
               f"  {'ok' if c['ok'] else 'MISMATCH'} (rtol {CHECK_RTOL:g})")
 
@@ -454,10 +544,10 @@ def measure(runners: dict, skipped: dict, device, args) -> dict:
     traffic = {n: traffic_per_network_epoch(r, x, y, 64 if args.quick else 1024, device) for n, r in runners.items()}
     ceilings = instruments.ceilings(device, args.quick)
     warmup = 5 if args.quick else args.warmup_epochs
+    loop_epochs = GPU_LOOP_EPOCHS if device.type == "cuda" and not args.epochs and not args.quick else None
     rows = []
-    for G in args.G or ((1, 64, 1024) if args.quick else DEFAULT_G):
-        epochs = args.epochs or (20 if args.quick else DEFAULT_EPOCHS.get(G, 2500 if G <= 8192 else 250))
-        rows += time_row(runners, G, epochs, x, y, device, args.repeats, warmup)
+    for G, epochs in default_sizes(device, args.quick, args.G, args.epochs):
+        rows += time_row(runners, G, epochs, x, y, device, args.repeats, warmup, loop_epochs)
     compile_times = None
     if "fused-cpu" in runners and args.compile_times:
         harness.log("fused-cpu compile time: two fresh processes, one new FASTMLP_CACHE_DIR")
@@ -468,6 +558,10 @@ def measure(runners: dict, skipped: dict, device, args) -> dict:
         prof = profile(runners, args.profile, x, y, device, 20 if args.quick else 200)
     return {"network": SIZES, "dataset": "five_points", "lr": LR, "dtype": str(DTYPE).removeprefix("torch."),
             "repeats": args.repeats, "fused_cpu_via": fused_cpu_via() if "fused-cpu" in runners else None,
+            "devices": {n: r.where(device) for n, r in runners.items()},
+            "device_notes": {n: r.describe() for n, r in runners.items() if hasattr(r, "describe")},
+            "gpu_loop_epochs": loop_epochs, "jax_precision": JAX_PRECISION if "jax" in runners else None,
+            "lead_vs_peers": lead_vs_peers(rows, "fused" if device.type == "cuda" else "fused-cpu"),
             "fused_compile": compile_times, "bar_fused": fused_bar(rows, compile_times),
             "warmup_epochs": warmup, "reference_nets": REFERENCE_NETS, "providers": list(runners), "skipped": skipped,
             "work_per_network_epoch": instruments.work_per_network_epoch(ARCH, X.shape[0]), "ceilings": ceilings,
@@ -491,9 +585,16 @@ def main(argv=None) -> int:
                     help="the network whose compile is timed (default: the lab's, the one the bar names; a "
                          "smaller one makes a quicker smoke run)")
     ap.add_argument("--profile", type=int, metavar="G", help="also profile every provider at this G")
+    ap.add_argument("--jax-precision", choices=("highest", "default"), default="highest",
+                    help="jax: the float32 matmuls' precision (highest: full float32, as torch; default: XLA's, "
+                         "TF32 on a GPU)")
     args = ap.parse_args(argv)
-    global DTYPE
+    global DTYPE, JAX_PRECISION
     DTYPE = getattr(torch, args.dtype)
+    JAX_PRECISION = args.jax_precision
+    for flag, vals in (("--G", args.G or []), ("--epochs", [args.epochs] if args.epochs is not None else [])):
+        if any(v < 1 for v in vals):
+            ap.error(f"{flag}: must be positive, got {vals}")
     if args.compile_times is None:
         args.compile_times = not args.quick
     device = harness.device(args, ap)
@@ -501,10 +602,10 @@ def main(argv=None) -> int:
         chosen, skipped = PROVIDERS.select(args.providers.split(",") if args.providers else None, device)
     except ValueError as e:
         ap.error(f"--providers: {e}")
-    runners = {p.name: p.make() for p in chosen}
+    runners = {p.name: p.make(device) for p in chosen}
     env = harness.environment(device)
     harness.log(f"bench_train: {env['device']}, torch {env['torch']}, {env['threads']} threads; "
-                f"providers {list(runners)}")
+                f"providers {', '.join(f'{n}@{r.where(device)}' for n, r in runners.items())}")
     for n, why in skipped.items():
         harness.log(f"  not run: {n}: {why.splitlines()[0]}")
 

@@ -38,14 +38,26 @@
 #      are left here, enough for it and stage 5 (always with --sweep, never with --no-sweep): it
 #      is the evidence behind the launchers' BLOCK_G rule, and the first thing to give up when
 #      time is short.
-#   5. bench/bench_train.py --providers torch,triton,fused --gpu --G 1,1024,65536,1048576
-#      (launch-bound and throughput ends; the CPU defaults 64..8192 add nothing on a GPU):
-#      2500 epochs up to G = 1024, 250 above, plus its agreement check, op counts and ceilings
-#      (never run on a GPU yet): expected 30-40 s; cap 80 s.
-#   6. the summary (this file's last Python), and the copy to $OUT.                      ~2 s
+#   5. bench/bench_train.py --providers torch,triton,fused,jax,func --gpu --G 1,1024,65536,1048576
+#      (launch-bound and throughput ends; the CPU defaults 64..8192 add nothing on a GPU), the GPU
+#      peers beside fastmlp: JAX's jit(lax.scan(vmap(value_and_grad))) on jax.devices('gpu')
+#      (its compile untimed) and torch.func on CUDA, epoch-by-epoch providers over 100 epochs,
+#      plus the agreement check with the torch engine (never run on a GPU yet): expected
+#      40-60 s; cap 80 s.
+#   6. bench/bench_cli.py --device cuda --seeds 1048576: `fastmlp train` end to end in fresh
+#      processes, once for the first-use caches and twice measured (phases from summary.json,
+#      the folder's size): expected ~25 s; cap 70 s.
+#   7. bench/bench_stats.py --device cuda: the quantile bands of 2**20 x 2500 losses on the GPU
+#      (bar 0.5 s): expected ~10 s; cap 40 s.
+#   8. bench/roofline_gpu.py --measure, only when 75 s of the budget are left: the lab kernel's
+#      sm_90 counts from this machine's Triton, the FP32 and MUFU pipe probes, one launch of each
+#      variant at 2**20 x 2500 set against the floors (bench/README.md, "GPU roofline"):
+#      expected 40-60 s; cap 70 s.
+#   9. the summary (this file's last Python), and the copy to $OUT.                      ~2 s
 #
-# Expected in all: ~5 + max(160, 60) + 40 + 25 + 35 + 2 = ~270 s, ~330 s with the sweep; at
-# worst (every stage stopped at its limit, and 10 s more for each to die) ~415 s.
+# Expected in all: ~5 + max(160, 60) + 40 + 25 + 35 + 25 + 10 + 2 = ~305 s, ~365 s with the
+# sweep (it runs only when 190 s are left after stage 3); at worst (every stage stopped at its
+# limit, and 10 s more for each to die) ~430 s.
 #
 # Environment it sets for every stage: PYTHONPATH=<checkout> (no install); PYTHONUNBUFFERED=1;
 # XLA_PYTHON_CLIENT_PREALLOCATE=false (the image has JAX with CUDA: a test that imports it would
@@ -72,14 +84,17 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PYTHON:-python3}
-BUDGET=${GPU_CHECK_BUDGET_S:-410}
+BUDGET=${GPU_CHECK_BUDGET_S:-420}
 WORKERS=${GPU_CHECK_WORKERS:-8}
 # Caps (s) and reserves (s left for the stages after it) of each stage, see the header.
 CAP_AGREE=150
-CAP_PYTEST=210 RSV_PYTEST=180
-CAP_FUSED=80 RSV_FUSED=110
-CAP_KERNELS=50 CAP_SWEEP=110 RSV_KERNELS=65 SWEEP_NEEDS=190
-CAP_TRAIN=80 RSV_TRAIN=5
+CAP_PYTEST=200 RSV_PYTEST=200
+CAP_FUSED=80 RSV_FUSED=180
+CAP_KERNELS=50 CAP_SWEEP=110 RSV_KERNELS=140 SWEEP_NEEDS=260
+CAP_TRAIN=80 RSV_TRAIN=75
+CAP_CLI=70 RSV_CLI=30
+CAP_STATS=40 RSV_STATS=2
+CAP_ROOF=70 ROOF_NEEDS=75
 START=$(date +%s)
 SWEEP=auto MODE=gpu
 for arg in "$@"; do
@@ -115,12 +130,18 @@ if [ "$MODE" = smoke ]; then
   FUSED=(bench/bench_fused.py --smoke)
   KERNELS=(bench/bench_kernels.py --smoke)
   TRAIN=(bench/bench_train.py --quick --providers torch --G 1,64)
+  CLI=(bench/bench_cli.py --device cpu --seeds 256 --epochs 50 --repeats 1)
+  STATS=(bench/bench_stats.py --G 1024 --E 100)
+  ROOF=(bench/roofline_gpu.py)
 else
   AGREE=(bench/agree_fused.py --gpu)
   PYTEST_SEL=(tests/)
   FUSED=(bench/bench_fused.py)
   KERNELS=(bench/bench_kernels.py)
-  TRAIN=(bench/bench_train.py --providers torch,triton,fused --gpu --G 1,1024,65536,1048576)
+  TRAIN=(bench/bench_train.py --providers torch,triton,fused,jax,func --gpu --G 1,1024,65536,1048576)
+  CLI=(bench/bench_cli.py --device cuda --seeds 1048576)
+  STATS=(bench/bench_stats.py --device cuda)
+  ROOF=(bench/roofline_gpu.py --measure)
 fi
 # One interpreter start (torch's import is seconds): the device, versions, plugins, fastmlp.kernels.
 PROBE=$("$PY" - <<'PYEOF' 2>&1
@@ -158,7 +179,10 @@ if [ "$MODE" = dry ]; then
   echo "  4 (cap $CAP_KERNELS s, $CAP_SWEEP with the sweep [--sweep: $SWEEP; auto: when $SWEEP_NEEDS s are left], reserve $RSV_KERNELS)" \
        "$PY ${KERNELS[*]} [--sweep] --out $RES"
   echo "  5 (cap $CAP_TRAIN s, reserve $RSV_TRAIN) $PY ${TRAIN[*]} --out $RES"
-  echo "  6 summary -> $RES/summary.txt${OUT:+, copied to $OUT/gpu-check/}"
+  echo "  6 (cap $CAP_CLI s, reserve $RSV_CLI) $PY ${CLI[*]} --out $RES"
+  echo "  7 (cap $CAP_STATS s, reserve $RSV_STATS) $PY ${STATS[*]} --out $RES"
+  echo "  8 (cap $CAP_ROOF s, when $ROOF_NEEDS s are left) $PY ${ROOF[*]} --out $RES"
+  echo "  9 summary -> $RES/summary.txt${OUT:+, copied to $OUT/gpu-check/}"
   exit 0
 fi
 
@@ -230,9 +254,23 @@ tail -n 3 "$RES/bench_kernels.log"
 stage bench_train "$(limit "$CAP_TRAIN" "$RSV_TRAIN")" "$RES/bench_train.log" "$PY" "${TRAIN[@]}" --out "$RES"
 tail -n 3 "$RES/bench_train.log"
 
-# 6) the summary, last
+# 6) the command line end to end, 7) the statistics on the GPU
+stage bench_cli "$(limit "$CAP_CLI" "$RSV_CLI")" "$RES/bench_cli.log" "$PY" "${CLI[@]}" --out "$RES"
+tail -n 3 "$RES/bench_cli.log"
+stage bench_stats "$(limit "$CAP_STATS" "$RSV_STATS")" "$RES/bench_stats.log" "$PY" "${STATS[@]}" --out "$RES"
+tail -n 3 "$RES/bench_stats.log"
+
+# 8) the GPU roofline, measured, when there is time for it
+ROOF_STAGE=
+if [ "$(left)" -ge "$ROOF_NEEDS" ]; then
+  stage roofline_gpu "$(limit "$CAP_ROOF" 2)" "$RES/roofline_gpu.log" "$PY" "${ROOF[@]}" --out "$RES"
+  tail -n 3 "$RES/roofline_gpu.log"
+  ROOF_STAGE=roofline_gpu
+fi
+
+# 9) the summary, last
 ARGS=()
-for s in pytest agree_fused bench_fused bench_kernels bench_train; do
+for s in pytest agree_fused bench_fused bench_kernels bench_train bench_cli bench_stats $ROOF_STAGE; do
   ARGS+=("$s" "${RC[$s]:-missing}" "${SECS[$s]:-0}" "${LIM[$s]:-0}")
 done
 "$PY" - "$RES" "$(( $(date +%s) - START ))" "$BUDGET" "${ARGS[@]}" <<'EOF' | tee "$RES/summary.txt"
@@ -296,6 +334,12 @@ if d:
          + (f"; agreement with torch FAILS for {bad}" if bad else "; agreement with torch ok"))
 else:
     line("bench_train", "no JSON written (see bench_train.log)")
+
+for name in ("bench_cli", "bench_stats", "roofline_gpu"):
+    if name not in stages:
+        continue
+    tail = [l for l in read(f"{name}.log").strip().splitlines() if not l.startswith("wrote ")]
+    line(name, tail[-1] if tail else f"no output (see {name}.log)")
 
 agree = newest("agree-*.json")
 last = read("agree_fused.log").strip().splitlines()

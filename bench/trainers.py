@@ -6,7 +6,9 @@ ensembling idiom and JAX's ``jit(lax.scan(vmap(value_and_grad)))``.
 Each: ``prepare(pop, x, y)`` -> state (untimed; copies the initial weights), ``ready(state, epochs)``
 (untimed: compiles what a run of ``epochs`` needs), ``run(state, epochs)`` -> final loss [G']
 (timed), ``nets(state)`` -> how many networks ran, ``weights(state)`` -> [G', n_in, n_out] per
-layer (the agreement check).
+layer (the agreement check), ``where(device)`` -> the device it computes on when the run's
+tensors are on ``device`` ("cpu", "cuda:0"; the tables' labels), and ``loops``: whether it
+issues its work epoch by epoch from Python (on a GPU those are timed over fewer epochs).
 """
 from __future__ import annotations
 
@@ -16,11 +18,24 @@ import fastmlp
 from fastmlp import reference
 
 
+def torch_device_label(device) -> str:
+    """``cpu`` or ``cuda:<index>`` (the current device when ``device`` names none)."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return f"cuda:{d.index if d.index is not None else torch.cuda.current_device()}"
+    return d.type if d.index is None else str(d)
+
+
 class Runner:
     slow = False  # fewer epochs per timed run
+    loops = True  # a Python loop over epochs, each launching its own ops
 
     def __init__(self, lr: float):
         self.lr = lr
+
+    def where(self, device) -> str:
+        """The device this provider computes on when the run's tensors are on ``device``."""
+        return torch_device_label(device)
 
     def nets(self, state) -> int:
         return len(state["pop"]) if "pop" in state else state["G"]
@@ -58,6 +73,7 @@ class FastmlpBackend(Runner):
     def __init__(self, lr: float, backend: str):
         super().__init__(lr)
         self.backend = backend
+        self.loops = backend != "fused"  # the one-launch program runs blocks of hundreds of epochs
 
     def prepare(self, pop, x, y):
         return {"pop": pop.clone(), "x": x, "y": y}
@@ -190,9 +206,14 @@ class FusedCpu(Runner):
     the launcher directly, with what ``train`` would do around it, all timed: pack the parameters
     ([P, G]), one launch for every epoch (loss recorded every epoch), unpack, final loss."""
 
+    loops = False
+
     def __init__(self, lr: float):
         super().__init__(lr)
         self.via = fused_cpu_via()
+
+    def where(self, device) -> str:
+        return "cpu"  # numba: always the CPU (the provider runs only in CPU runs)
 
     def prepare(self, pop, x, y):
         return {"pop": pop.clone(), "x": x, "y": y}
@@ -221,24 +242,49 @@ class JaxScan(Runner):
     """JAX's idiom: ``jax.jit`` of a ``lax.scan`` over epochs of ``vmap`` over networks of
     ``value_and_grad`` of the MSE, SGD in the scan body.  The weights are the population's
     (Glorot, seeds 0..G-1), copied.  ``ready`` compiles (``jit(...).lower(...).compile()``) for
-    the population's shapes and the epoch count; ``compile_s[(G, epochs)]`` keeps its time."""
+    the population's shapes and the epoch count; ``compile_s[(G, epochs)]`` keeps its time.
 
-    def __init__(self, lr: float, dtype: torch.dtype):
+    The device is explicit: ``platform`` "cpu" runs on ``jax.devices("cpu")[0]`` and "gpu" on
+    ``jax.devices("gpu")[0]``, whatever JAX's default device is (where JAX has CUDA its default
+    is the GPU: a provider that only called ``jnp.asarray`` ran there while labelled CPU).  The
+    arrays are committed to that device (``jax.device_put``), compiled and run under
+    ``jax.default_device``, and every run checks that its result lives there.  ``precision``
+    "highest" (the default) computes the float32 matmuls in full float32, as torch does by
+    default; "default" lets XLA use TF32 on the GPU."""
+    loops = False
+
+    def __init__(self, lr: float, dtype: torch.dtype, platform: str = "cpu", precision: str = "highest"):
         super().__init__(lr)
         import jax
 
+        if platform not in ("cpu", "gpu"):
+            raise ValueError(f"platform must be 'cpu' or 'gpu', got {platform!r}")
+        if precision not in ("highest", "default"):
+            raise ValueError(f"precision must be 'highest' or 'default', got {precision!r}")
         if dtype == torch.float64:
             jax.config.update("jax_enable_x64", True)
         self.dtype = dtype
+        self.platform = platform
+        self.precision = precision
+        self.device = jax.devices(platform)[0]  # RuntimeError when JAX has no such backend
         self.compile_s: dict = {}
         self._fns: dict = {}
 
+    def where(self, device=None) -> str:
+        """``cpu`` or ``cuda:<id>``: the JAX device it computes on (torch's spelling)."""
+        return "cpu" if self.device.platform == "cpu" else f"cuda:{self.device.id}"
+
+    def describe(self) -> str:
+        import jax
+
+        return f"JAX {jax.__version__}, {self.device.platform} device {self.device.id} ({self.device.device_kind})"
+
     def prepare(self, pop, x, y):
-        import jax.numpy as jnp
+        import jax
         import numpy as np
 
         def arr(t):
-            a = jnp.asarray(np.ascontiguousarray(t.detach().cpu().numpy()))
+            a = jax.device_put(np.ascontiguousarray(t.detach().cpu().numpy()), self.device)
             assert a.dtype == np.dtype(str(self.dtype).removeprefix("torch.")), "jax_enable_x64 is off"
             return a
 
@@ -255,11 +301,12 @@ class JaxScan(Runner):
         if key in self._fns:
             return self._fns[key]
         acts, lr = state["acts"], self.lr
+        precision = lax.Precision.HIGHEST if self.precision == "highest" else None
 
         def loss(p, x, y):
             z = x
             for (w, b), act in zip(p, acts):
-                z = z @ w + b
+                z = jnp.matmul(z, w, precision=precision) + b
                 z = jnp.tanh(z) if act == "tanh" else jax.nn.sigmoid(z)
             return jnp.mean((z - y) ** 2)
 
@@ -276,7 +323,8 @@ class JaxScan(Runner):
         import time
 
         t0 = time.perf_counter()
-        fn = jax.jit(train).lower(state["params"], state["x"], state["y"]).compile()
+        with jax.default_device(self.device):
+            fn = jax.jit(train).lower(state["params"], state["x"], state["y"]).compile()
         self.compile_s[(state["G"], epochs)] = time.perf_counter() - t0
         self._fns[key] = fn
         return fn
@@ -285,10 +333,16 @@ class JaxScan(Runner):
         self._compiled(state, epochs)
 
     def run(self, state, epochs):
+        import jax
         import numpy as np
 
-        params, _history, final = self._compiled(state, epochs)(state["params"], state["x"], state["y"])
+        fn = self._compiled(state, epochs)
+        with jax.default_device(self.device):
+            params, _history, final = fn(state["params"], state["x"], state["y"])
         final.block_until_ready()
+        ran_on = set(final.devices())
+        if ran_on != {self.device}:
+            raise RuntimeError(f"jax provider: asked for {self.device}, the result is on {sorted(map(str, ran_on))}")
         state["out"] = params
         return torch.from_numpy(np.asarray(final).copy())
 

@@ -150,7 +150,7 @@ def test_bench_kernels_and_fused_smoke(tmp_path):
         assert len(data["rows"]) == 9 and data["gpu"] == torch.cuda.get_device_name()  # gpu_check.sh reads "gpu"
         stdout = _run(["bench/bench_fused.py", "--G", "4096", "--epochs", "50", "--slow-epochs", "2", "--repeats", "1"],
                       tmp_path)
-        assert "G=4096: blocks of" in stdout  # the line gpu_check.sh prints
+        assert "G=4096: train() in blocks of" in stdout  # the line gpu_check.sh prints
         data = _record(tmp_path, "fused-*.json")
         assert {r["provider"] for r in data["rows"]} == {"fused", "fused-1", "fused-approx", "fused-tiles", "triton",
                                                         "torch"}
@@ -162,7 +162,7 @@ def test_bench_kernels_and_fused_smoke(tmp_path):
         data = _record(tmp_path, "kernels-*-smoke.json")
         assert len(data["rows"]) == 9 and data["gpu"] == "cpu-interpreter-smoke"  # gpu_check.sh reads "gpu"
         stdout = _run(["bench/bench_fused.py", "--smoke"], tmp_path)
-        assert "G=64: blocks of" in stdout  # the line gpu_check.sh prints
+        assert "G=64: train() in blocks of" in stdout  # the line gpu_check.sh prints
         data = _record(tmp_path, "fused-*-smoke.json")
         assert {r["provider"] for r in data["rows"]} == {"fused", "fused-1", "fused-tiles", "triton", "torch"}
 
@@ -325,3 +325,170 @@ def test_roofline_cpu_counts_the_fused_program(tmp_path):
     # No fewer FMA lane-ops than the work's multiply-adds (less what mul/add/sub may carry).
     ops = r["lane_ops_per_network_epoch"]
     assert ops["fma"] + ops["mul"] + ops["add/sub"] >= 407 and ops["div"] == 45
+
+
+# ---- bench_train on the GPU (issue 18 part 5): devices, labels, the JAX provider ----------------
+def test_bench_train_gpu_without_cuda_is_an_error_naming_the_flag(monkeypatch, tmp_path, capsys):
+    """--gpu where there is no CUDA stops before any work, exit status 2, naming the flag: a
+    GPU benchmark that quietly measured the CPU would be worse than none."""
+    B = _bench_module("bench_train")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as e:
+        B.main(["--gpu", "--quick", "--providers", "func", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--gpu: CUDA is not available" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    for bad in (["--G", "0"], ["--epochs", "0"], ["--jax-precision", "tf32"]):
+        with pytest.raises(SystemExit) as e:
+            B.main([*bad, "--out", str(tmp_path)])
+        assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_bench_train_gpu_plan_and_device_labels():
+    """What a --gpu run would time, and how its table names devices, checked without a GPU: the
+    defaults (G up to 2**20 at 2500 epochs; the epoch-by-epoch providers over GPU_LOOP_EPOCHS),
+    every provider's device in its label, and the one-launch kernel against its fastest peer."""
+    B = _bench_module("bench_train")
+    cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert B.default_sizes(cuda, False) == [(1, 2500), (1024, 2500), (65536, 2500), (2**20, 2500)]
+    assert B.default_sizes(cpu, False) == [(G, B.DEFAULT_EPOCHS[G]) for G in B.DEFAULT_G]  # unchanged on the CPU
+    assert B.default_sizes(cuda, False, [8192], 300) == [(8192, 300)] and B.default_sizes(cuda, True)[0] == (1, 20)
+    runners = {n: B.PROVIDERS[n].make(cuda) for n in ("reference", "torch", "bmm", "func", "fused")}
+    assert B.epochs_plan(runners, 2500, B.GPU_LOOP_EPOCHS) == {"reference": 100, "torch": 100, "bmm": 100, "func": 100,
+                                                              "fused": 2500}
+    assert B.epochs_plan(runners, 2500) == {"reference": 500, "torch": 2500, "bmm": 2500, "func": 2500, "fused": 2500}
+    assert {n: r.where(cuda) for n, r in runners.items()} == dict.fromkeys(runners, "cuda:0")
+    assert {r.where(cpu) for r in runners.values()} == {"cpu"}
+    rows = [{"provider": p, "G": 2**20, "epochs": 2500 if p in ("fused", "jax") else 100, "extrapolated": False,
+             "net_epochs_per_s": rate} for p, rate in (("fused", 2.52e10), ("func", 4.5e7), ("jax", 1.08e9))]
+    labels = {"fused": "cuda:0", "func": "cuda:0", "jax": "cuda:0"}
+    table = B.rate_table(rows, ["fused", "func", "jax"], labels=labels, lead="fused")
+    assert "fused@cuda:0 (epochs)" in table and "jax@cuda:0 (epochs)" in table and "fused/fastest peer" in table
+    assert "23.3x (jax)" in table
+    assert B.lead_vs_peers(rows, "fused")[2**20]["peer"] == "jax"
+
+
+def test_bench_train_jax_provider_says_why_it_cannot_run(monkeypatch):
+    """No JAX: not run, saying so; a JAX without a GPU backend in a --gpu run: not run, saying
+    that (never a silent fall back to its CPU); a JAX with the backend: run."""
+    import types
+
+    B = _bench_module("bench_train")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setitem(sys.modules, "jax", None)  # import jax raises ImportError
+    assert "import jax failed" in B.PROVIDERS.select(["jax"], cpu)[1]["jax"]
+    fake = types.ModuleType("jax")
+    fake.__version__ = "0.0-test"
+
+    def devices(platform=None):
+        if platform == "gpu":
+            raise RuntimeError("Unknown backend: 'gpu' requested, but no platforms that are instances of gpu are present.")
+        return ["TFRT_CPU_0"]
+
+    fake.devices = devices
+    monkeypatch.setitem(sys.modules, "jax", fake)
+    chosen, skipped = B.PROVIDERS.select(["jax", "func"], cuda)
+    assert [p.name for p in chosen] == ["func"]
+    assert skipped["jax"].startswith("JAX 0.0-test has no gpu backend here") and "jax[cuda" in skipped["jax"]
+    assert [p.name for p in B.PROVIDERS.select(["jax"], cpu)[0]] == ["jax"]
+    assert B.jax_platform(cuda) == "gpu" and B.jax_platform(cpu) == "cpu"
+
+
+def test_jax_provider_runs_where_its_label_says():
+    """Where JAX is installed: the provider computes on jax.devices('cpu') in a CPU run (also where
+    JAX's default device is a GPU) and agrees with the torch engine; with a GPU, on jax.devices('gpu')."""
+    jax = pytest.importorskip("jax")
+    B = _bench_module("bench_train")
+    import fastmlp
+    from trainers import FastmlpBackend, JaxScan  # bench/ is on sys.path: bench_train imported them
+
+    pop = fastmlp.Population([2, 5, 3, 1], 4)
+    x, y = B.X, B.Y
+    base = FastmlpBackend(B.LR, "torch")
+    bstate = base.prepare(pop, x, y)
+    want = base.run(bstate, 5)
+    platforms = ["cpu"] + (["gpu"] if torch.cuda.is_available() and any(d.platform == "gpu" for d in jax.devices())
+                           else [])
+    for platform in platforms:
+        r = JaxScan(B.LR, torch.float32, platform)
+        state = r.prepare(pop, x, y)
+        got = r.run(state, 5)
+        assert r.where() == ("cpu" if platform == "cpu" else f"cuda:{r.device.id}")
+        assert {d.platform for p in state["out"] for a in p for d in a.devices()} == {platform}
+        torch.testing.assert_close(got, want.cpu(), rtol=1e-5, atol=1e-7)
+
+
+# ---- bench/roofline_gpu.py ---------------------------------------------------------------
+def test_roofline_gpu_scheduler_model_and_control_bits():
+    """The SASS control decoding (from the lab kernel's listing) and the scheduler model on bodies
+    whose answer is known: FP32 at one issue per cycle, MUFU at one warp per 8 cycles, a stall of
+    4 hidden by 4 warps, a MUFU result waited for by its consumer."""
+    R = _bench_module("roofline_gpu")
+    c = R.control(0x000FE20000400000)  # FMUL: stall 1, no scoreboards
+    assert (c["stall"], c["wbar"], c["rbar"], c["wait"]) == (1, 7, 7, 0)
+    c = R.control(0x0000620000000800)  # MUFU.EX2: sets scoreboard 1 for its result
+    assert (c["stall"], c["wbar"]) == (1, 1)
+
+    def ins(op, stall=1, wait=0, wbar=7):
+        return {"op": op, "mods": "", "args": "", "guard": "", "addr": 0,
+                "ctrl": {"stall": stall, "wait": wait, "wbar": wbar, "rbar": 7}}
+
+    eff = lambda body, w, **k: R.simulate(body, w, **k)["issue_efficiency"]  # noqa: E731
+    assert eff([ins("FFMA")] * 64, 4) == pytest.approx(1.0)
+    assert eff([ins("MUFU")] * 64, 4) == pytest.approx(1 / 8, rel=0.02)
+    assert eff([ins("FFMA", stall=4)] * 64, 1) == pytest.approx(0.25, rel=0.02)
+    assert eff([ins("FFMA", stall=4)] * 64, 4) == pytest.approx(1.0, rel=0.02)
+    # one MUFU (latency 20) whose result the next instruction waits for: 1 warp idles ~19 cycles
+    body = [ins("MUFU", wbar=1), ins("FFMA", wait=0b10)] + [ins("FFMA")] * 30
+    assert R.simulate(body, 1, mufu_latency=20)["cycles_per_epoch"] == pytest.approx(32 + 19, abs=1)
+    assert eff(body, 4, mufu_latency=20, policy="round-robin") > 0.95  # four warps hide it
+
+
+@pytest.mark.xdist_group("aot_fused")
+def test_roofline_gpu_counts_a_small_network_from_its_aot_compile(tmp_path):
+    """bench/roofline_gpu.py end to end on a network that compiles in a second (2-3-1 on three
+    points: 12 activations per network-epoch): PTX and SASS counts of the epoch loop, the floors,
+    the occupancy and the JSON.  The lab network's own table is bench/README.md's."""
+    R = _bench_module("roofline_gpu")
+    assert R.main(["--sizes", "2,3,1", "--N", "3", "--G", "4096", "--epochs", "100", "--tanh", "exp2",
+                   "--out", str(tmp_path)]) == 0
+    rec = _record(tmp_path, "roofline-gpu-sm90-2-3-1-N3-*.json")
+    (row,) = rec["rows"]
+    acts = rec["work"]["activations"]
+    assert acts == 12 and row["tanh"] == "exp2 form" and row["variant"] == "unrolled"
+    # one ex2 and one reciprocal (div.full in PTX, MUFU.RCP in SASS) per activation
+    assert row["ptx_per_network_epoch"]["ex2"] == acts and row["ptx_per_network_epoch"]["div.full"] == acts
+    assert row["sass_per_network_epoch"]["MUFU.EX2"] == acts and row["sass_per_network_epoch"]["MUFU.RCP"] == acts
+    assert row["mufu"] == 2 * acts == row["work_mufu"]
+    assert row["fp32"] >= rec["work"]["multiply_adds"] and row["instructions"] > row["fp32"] + row["mufu"]
+    f = row["floors_s"]
+    assert 0 < f["fma_pipe_s"] < f["issue_s"] and f["mufu_pipe_s"] > 0 and row["limit"] == "issue_s"
+    assert row["occupancy"]["warps_per_sm"] >= 16 and row["resources"]["stack"] == 0
+    assert 0 < row["critical_path"]["instructions"] < row["instructions"]
+    assert 0.5 < row["model"]["runs"][0]["issue_efficiency"] <= 1.0
+    assert "measured_s" not in row  # the H200's times belong to the lab network only
+
+
+def test_roofline_gpu_flags(monkeypatch, tmp_path, capsys):
+    R = _bench_module("roofline_gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, flag in ((["--measure"], "--measure"), (["--measured", "fast=1"], "--measured"),
+                       (["--root", str(tmp_path)], "--root"), (["--clock-ghz", "1980"], "--clock-ghz")):
+        with pytest.raises(SystemExit) as e:
+            R.main([*argv, "--out", str(tmp_path)])
+        assert e.value.code == 2 and f"{flag}:" in capsys.readouterr().err, argv
+
+
+def test_gpu_check_plans_the_peers_the_command_line_and_the_roofline():
+    """bench/gpu_check.sh, the one prepared GPU command: bash accepts it, its dry run lists the GPU
+    peers' benchmark, the command line end to end at 2**20, the statistics and the roofline."""
+    script = ROOT / "bench" / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    out = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env={**_env(), "PYTHON": sys.executable})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "bench/bench_train.py --providers torch,triton,fused,jax,func --gpu" in text
+    assert "bench/bench_cli.py --device cuda --seeds 1048576" in text and "bench/bench_stats.py --device cuda" in text
+    assert "bench/roofline_gpu.py --measure" in text and " -m pytest " in text
+    assert subprocess.run(["bash", str(script), "--bogus"], capture_output=True, cwd=ROOT).returncode == 2
