@@ -204,12 +204,12 @@ def run_row(name: str, G: int, E: int, dev, rtol: float, eps: float) -> dict:
     t_oracle = time.perf_counter() - t0
     harness.log(f"  {name}: oracle (float64 torch engine, twice) {t_oracle:.1f} s")
     t0 = time.perf_counter()
-    fused = train(x, y, pop.clone(), E, lr, backend="fused", progress=False)
+    fused = train(x, y, pop.clone(), E, lr, backend="fused", progress=False, record_every=1)
     harness.sync(dev)
     t_fused = time.perf_counter() - t0
     harness.log(f"  {name}: fused {t_fused:.2f} s (compile included)")
     t0 = time.perf_counter()
-    peer = train(x, y, pop.clone(), E, lr, backend="torch", progress=False)
+    peer = train(x, y, pop.clone(), E, lr, backend="torch", progress=False, record_every=1)
     harness.sync(dev)
     t_peer = time.perf_counter() - t0
     harness.log(f"  {name}: float32 torch engine (diagnostic) {t_peer:.1f} s")

@@ -33,18 +33,23 @@ def via_train(backend: str):
 
 
 def one_launch(fast_tanh: bool = False, variant: str | None = None):
-    """``fused_train`` directly: all epochs in one launch, from the same packed parameters every call."""
+    """``fused_train`` directly: all epochs in one launch, from the same packed parameters every call,
+    keeping the loss of the epochs train() keeps by default and tracking the first below 0.01 as it does."""
     def make(G, x, y, lr, epochs):
         from fastmlp import Population
         from fastmlp.kernels import fused_train as fk
+        from fastmlp.train import default_record_every
 
         pop = Population(SIZES, G, device=x.device)
         packed = fk.pack(pop.weights, pop.biases)
-        loss = torch.empty(epochs, G, device=x.device)
+        k = default_record_every(G, epochs, 4)
+        loss = torch.empty(-(-epochs // k), G, device=x.device)
 
         def go():
             active = torch.ones(G, dtype=torch.int8, device=x.device)
-            fk.fused_train(x, y, packed.clone(), lr, active, loss, SIZES, epochs, fast_tanh=fast_tanh, variant=variant)
+            first = torch.full((G,), -1, dtype=torch.int32, device=x.device)
+            fk.fused_train(x, y, packed.clone(), lr, active, loss, SIZES, epochs, k, fast_tanh=fast_tanh,
+                           variant=variant, first_below=first, eps=0.01)
         return go
     return make
 

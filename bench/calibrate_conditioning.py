@@ -37,7 +37,7 @@ def main(argv=None):
     program_numba.fused_train(x, y, packed, lr, torch.ones(G, dtype=torch.int8), loss, [2, 5, 3, 1], E)
     sub = Population([2, 5, 3, 1], pop.seeds[::every])
     s = conditioning.measure(x, y, sub, E, lr[::every], seed=args.noise_seed)
-    r32 = train(x, y, sub.clone(), E, lr[::every].clone(), backend="torch", progress=False)
+    r32 = train(x, y, sub.clone(), E, lr[::every].clone(), backend="torch", progress=False, record_every=1)
     env = s.spread.cummax(dim=1).values
     tol = s.tolerance(rtol)
     print(f"{len(sub)} lab networks (every {every}th of {G}), lr 0.05 .. 2, {E} epochs, rtol {rtol:g}")

@@ -242,8 +242,10 @@ class Architecture:
         return max(*per_layer, 3 * N * self.n_out)
 
     def history_bytes(self, G: int, epochs: int, itemsize: int) -> int:
-        """The loss history ``[epochs, G]`` and the final loss."""
-        return G * (epochs + 1) * itemsize
+        """The loss history ``[epochs, G]`` (``epochs``: the rows it keeps), the final loss, a
+        row for a loss not kept, and the first epoch below eps (int64 for the result, int32 and
+        two flags in a run)."""
+        return G * ((epochs + 2) * itemsize + 8 + 4 + 2)
 
     def init_bytes(self, G: int, itemsize: int, distribution: str) -> int:
         """Peak bytes of creating ``G`` networks (:class:`fastmlp.Population`): the seeds

@@ -11,18 +11,22 @@ import argparse
 import os
 import shlex
 import sys
+import time
 import warnings
 
 import torch
 import torch.distributed as dist
 
+import fastmlp
+
 from . import datasets, distributed, engine
+from .memory import plan_chunks
 from .population import Population
-from .results import animation_run, check_run_folder, format_summary, save_run
+from .results import animation_run, check_disk, check_run_folder, format_phases, format_summary, run_bytes, save_run
 from .sweep import DEFAULTS as SWEEP_DEFAULTS
 from .sweep import OPTION_DEFAULTS as SWEEP_OPTION_DEFAULTS
 from .sweep import sweep
-from .train import train
+from .train import MAX_EPOCHS, default_record_every, train
 from .validate import (ArgumentError, NotEnoughMemory, TargetRangeWarning, check_device, check_hidden, check_out_dir,
                        check_real, flag_of)
 
@@ -114,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder to write: a new or empty folder, or (with --force) a previous run's")
     t.add_argument("--force", action="store_true",
                    help="replace the previous run at --out as a whole (a folder holding no run is never replaced)")
-    t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps")
+    t.add_argument("--eps", type=_eps, default=0.01, help="a network has converged when its final loss < eps; "
+                   "the first epoch below it is tracked on every epoch during training")
+    t.add_argument("--record-every", type=_record_every, default=None, metavar="K",
+                   help="keep the loss of every K-th epoch in losses.pt (default: every epoch while the history "
+                        "fits in 64 MiB, else the smallest K that fits; 1 keeps all)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--animate", action="store_true",
                    help="also write boundaries.gif: the gallery's networks over training (2-D inputs)")
@@ -146,14 +154,23 @@ def _comma_list(convert):
     return parse
 
 
+def _record_every(text: str) -> int:
+    """An argparse type: --record-every, an int >= 1."""
+    return _epochs(text)
+
+
 def _epochs(text: str) -> int:
-    """An argparse type: epochs, an int >= 1 (0 epochs would train nothing and leave no losses)."""
+    """An argparse type: epochs, an int in [1, 2**31 - 1] (0 epochs would train nothing and leave
+    no losses; epoch numbers are int32 on the device)."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {v}")
+    if v > MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"expected an int <= {MAX_EPOCHS} (epoch numbers are int32 on the device), "
+                                         f"got {v}")
     return v
 
 
@@ -240,6 +257,8 @@ def _check_run_folder(args) -> None:
 
 
 def cmd_train(args) -> int:
+    phases = {"imports": time.perf_counter() - fastmlp.STARTED} if args.timed else {}
+    t0 = time.perf_counter()
     _check_run_folder(args)
     device = check_device(_default_device(args))
     say = print if distributed.is_main() else (lambda *a, **k: None)
@@ -251,14 +270,32 @@ def cmd_train(args) -> int:
     pop = Population(sizes, args.seeds, init=args.init, gain=args.gain, dtype=getattr(torch, args.dtype),
                      device=device)
     shard = distributed.current()
+    itemsize = pop.dtype.itemsize
+    every = args.record_every or default_record_every(len(pop), args.epochs, itemsize)
+    rows = -(-args.epochs // every)
+    # Before any work: the training must fit in memory (train checks again, as it plans its
+    # chunks), then the folder on the disk (rank 0 writes it; every rank gets its verdict).
+    problem = engine.Problem(pop.arch, x.shape[0], True, pop.dtype, len(pop), args.epochs, every)
+    lo, hi = shard.bounds(len(pop)) if shard is not None else (0, len(pop))
+    plan_chunks(engine.select_backend(args.backend, device, problem), problem, max(hi - lo, 1), device)
+    distributed.on_main(lambda: check_disk(args.out, run_bytes(pop.arch, len(pop), rows, itemsize, args.animate)))
     say(f"training {pop} on {args.dataset} (N = {len(x)}), {args.epochs} epochs, lr {args.lr:g}"
-        + (f", sharded over {shard.world_size} ranks" if shard else ""))
+        + (f", sharded over {shard.world_size} ranks" if shard else "")
+        + (f"; loss history: one epoch in {every}" if every > 1 else ""))
+    t1 = time.perf_counter()
+    phases["setup"] = t1 - t0
     with warnings.catch_warnings():  # the data set's warning, above, named the file and column already
         warnings.simplefilter("ignore", TargetRangeWarning)
         result = train(x, y, pop, args.epochs, args.lr, backend=args.backend,
-                       progress=False if args.no_progress or not distributed.is_main() else None)
+                       progress=False if args.no_progress or not distributed.is_main() else None,
+                       record_every=every, eps=args.eps)
+        t2 = time.perf_counter()
+        phases["train"] = t2 - t1  # the call: its checks, the memory plan, the blocks (wall_time_s: the blocks)
+        t1 = t2
         # every rank replays (train is collective under torchrun); rank 0 draws
         replay = animation_run(result, x, y, args.lr) if args.animate else None
+        if replay is not None:
+            phases["animation replay"] = time.perf_counter() - t1
     if args.backend == "auto" and distributed.is_main():
         # A backend auto passed over for its one-off cost (the CPU program's cold compile)
         # prepares in the background, so that the next run of this problem can take it.
@@ -268,15 +305,16 @@ def cmd_train(args) -> int:
     config = {"dataset": args.dataset, "sizes": sizes, "epochs": args.epochs, "lr": args.lr,
               "seeds": args.seeds if isinstance(args.seeds, int) else [int(s) for s in pop.seeds],
               "init": str(pop.init), "gain": args.gain, "dtype": args.dtype, "device": str(pop.device),
-              "backend_requested": args.backend}
+              "backend_requested": args.backend, "record_every": every}
     if distributed.is_main():  # every rank holds the gathered result; rank 0 writes it
         try:
             summary = save_run(result, x, y, args.out, config, eps=args.eps, overwrite=args.force,
-                               animation=replay)
+                               animation=replay, phases=phases, disk_checked=True)
         except OSError as e:
             raise ArgumentError("out", f"cannot write the run folder {args.out!r}: {e.strerror or e}") from None
         say(format_summary(summary))
         say(f"wrote {os.path.join(args.out, '')}: " + ", ".join(summary["files"]))
+        say(format_phases(phases))
     distributed.barrier()
     return 0
 
@@ -294,12 +332,14 @@ def _warning_printer(prog: str, show):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv_is_process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     command = parser.commands[args.command]
     if extra:
         command.error(f"{extra[0]}: unrecognized argument")
     args.rank_device = None
+    args.timed = argv_is_process  # imports are timed from fastmlp's first line when main is the program
     try:
         args.rank_device = distributed.init_from_env()  # under torchrun: join the process group
         with warnings.catch_warnings():

@@ -11,20 +11,23 @@ import platform
 import re
 import shutil
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from . import plot
+from . import plot, stats
 from ._version import __version__
+from .memory import fmt_bytes
 from .files import alive as _alive, exchange as _exchange, sync as _sync, umask as _umask
 from .population import Population
 from .train import TrainResult, train
 from .validate import ArgumentError, check_out_dir
 
 __all__ = ["summarize", "save_run", "format_summary", "pick_boundary_networks", "environment",
-           "cpu_name", "check_run_folder", "is_run_folder", "recover_run_folder"]
+           "cpu_name", "check_run_folder", "is_run_folder", "recover_run_folder", "load_losses", "run_bytes",
+           "check_disk", "format_phases", "LOSSES_FORMAT"]
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -62,11 +65,18 @@ def cpu_name() -> str:
 
 
 def summarize(result: TrainResult, eps: float = 0.01) -> dict:
-    """Numbers that describe a run: convergence, divergence, final-loss quantiles, speed."""
-    final = result.final_loss.detach().double().cpu()
-    finite = final[torch.isfinite(final)]
-    q = torch.quantile(finite, torch.tensor(QUANTILES, dtype=torch.float64)) if finite.numel() else None
+    """Numbers that describe a run: convergence, divergence, final-loss quantiles, the epochs
+    to ``eps`` (when tracked during training or computable), speed.  Computed on the
+    population's device; a few numbers come to the host."""
+    final = result.final_loss.detach()
+    q = stats.quantiles(final, QUANTILES)
     G = len(final)
+    try:
+        to_eps = result.epochs_to_eps(eps)
+    except ValueError:  # a thinned history and another eps than the tracked one
+        to_eps = None
+    reached = None if to_eps is None else to_eps[to_eps >= 0]
+    e25, e50, e75 = stats.quantiles(reached, (0.25, 0.5, 0.75)) if reached is not None else (math.nan,) * 3
     return {
         "networks": G,
         "epochs": result.epochs,
@@ -76,8 +86,11 @@ def summarize(result: TrainResult, eps: float = 0.01) -> dict:
         "eps": eps,
         "converged_fraction": float(result.converged(eps).sum()) / G,
         "diverged": int(result.diverged.sum()),
-        "final_loss_quantiles": {f"q{int(p * 100):02d}": (float(v) if q is not None else math.nan)
-                                 for p, v in zip(QUANTILES, q if q is not None else [math.nan] * len(QUANTILES))},
+        "final_loss_quantiles": {f"q{int(p * 100):02d}": v for p, v in zip(QUANTILES, q)},
+        "epochs_to_eps": None if reached is None else {
+            "reached": int(reached.numel()), "q25": e25, "median": e50, "q75": e75},
+        "record_every": result.record_every,
+        "recorded_epochs": len(result.recorded_epochs),
         "chunks": result.n_chunks,
     }
 
@@ -240,25 +253,86 @@ def _keep_beside(tmp: Path, path: Path) -> Path:
     raise FileExistsError(f"no free name beside {path}")
 
 
+# losses.pt: 2 names the epochs its columns hold ("epochs", "record_every") and carries the
+# first epoch below eps tracked during training; 1 (no "format" key) held every epoch.
+LOSSES_FORMAT = 2
+
+
+def load_losses(folder) -> dict:
+    """A run folder's losses.pt, any format, as format 2: ``losses [G, rows]``, ``epochs
+    [rows]`` (the epoch of each column), ``record_every``, ``total_epochs``, ``final_loss``,
+    ``diverged``, ``lr``, ``seeds``, ``eps`` and ``first_below`` (None when not tracked)."""
+    path = Path(folder) / "losses.pt"
+    d = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers: never code
+    fmt = d.get("format", 1) if isinstance(d, dict) else None
+    need = {"losses", "final_loss", "diverged", "lr", "seeds"} | ({"epochs", "record_every", "total_epochs", "eps",
+                                                                   "first_below"} if fmt == 2 else set())
+    if fmt not in (1, LOSSES_FORMAT) or not need <= set(d):
+        raise ValueError(f"{path}: not a losses.pt of fastmlp's (format {fmt!r}; needs {sorted(need)}): "
+                         "written by a newer fastmlp, or not by fastmlp")
+    if fmt == 1:  # every epoch, nothing tracked
+        E = d["losses"].shape[1]
+        d.update(format=LOSSES_FORMAT, epochs=torch.arange(E), record_every=1, total_epochs=E, eps=None,
+                 first_below=None)
+    elif d["first_below"] is not None:
+        d["first_below"] = d["first_below"].long()
+    return d
+
+
+def run_bytes(arch, G: int, rows: int, itemsize: int, animation: bool = False) -> int:
+    """Bytes a run folder of ``G`` networks of ``arch`` with ``rows`` recorded epochs takes:
+    losses.pt (the history, and per network the final loss, flag, lr, seed and first epoch below
+    eps), population.pt (parameters and seeds), the figures (at most 2 MB, the GIF 8 MB), and
+    1 MB of headers: an upper estimate, checked by tests/test_run_folder.py."""
+    losses = G * rows * itemsize + rows * 8 + G * (2 * itemsize + 1 + 8 + 4)
+    population = G * (arch.n_params * itemsize + 8)
+    return losses + population + (2 + (8 if animation else 0)) * 2**20 + 2**20
+
+
+def check_disk(out, need: int) -> None:
+    """Refuse (``ArgumentError`` about "out"), before any work, a run folder of ``need`` bytes
+    where the file system of ``out`` has less free space (the new folder is written beside the
+    old one, which is removed only once the new one is in place)."""
+    path = Path(os.path.realpath(out))
+    while not path.exists():
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if need > free:
+        raise ArgumentError("out", f"the run folder would take about {fmt_bytes(need)}, but {path} has "
+                                   f"{fmt_bytes(free)} free; keep fewer epochs (--record-every), seeds, or "
+                                   f"write elsewhere")
+
+
 def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_boundaries: int,
-                 animation: TrainResult | None = None) -> list[str]:
-    """Every file of a run folder, into ``folder``; summary.json last.  Returns their names."""
+                 animation: TrainResult | None = None, phases: dict | None = None) -> list[str]:
+    """Every file of a run folder, into ``folder``; summary.json last.  Returns their names.
+    ``phases`` gets the seconds of "write" (the tensors) and "plots" added to it."""
     pop, config = result.population, summary["config"]
-    torch.save({"losses": result.losses.cpu(), "final_loss": result.final_loss.cpu(),
-                "diverged": result.diverged.cpu(), "lr": result.lr.cpu(), "seeds": pop.seeds.cpu()},
+    phases = {} if phases is None else phases
+    t0 = time.perf_counter()
+    first = result.first_below
+    torch.save({"format": LOSSES_FORMAT, "losses": result.losses.cpu(), "epochs": result.recorded_epochs,
+                "record_every": result.record_every, "total_epochs": result.epochs,
+                "final_loss": result.final_loss.cpu(), "diverged": result.diverged.cpu(), "lr": result.lr.cpu(),
+                "seeds": pop.seeds.cpu(), "eps": result.eps,
+                "first_below": None if first is None else first.to(torch.int32).cpu()},  # int32: 4 B a network
                folder / "losses.pt")
     files = [SUMMARY, "losses.pt"]
     _after("wrote losses.pt")
     pop.save(folder / "population.pt")  # the trained networks: Population.load reads them back
     files.append("population.pt")
     _after("wrote population.pt")
-    fig = plot.loss_curves(result.losses.cpu(), title=f"{pop.describe()}\n{len(pop)} networks, "
+    t1 = time.perf_counter()
+    phases["write"] = phases.get("write", 0.0) + t1 - t0
+    sample = pick_boundary_networks(result.final_loss, n_boundaries)
+    fig = plot.loss_curves(result.losses, epochs=result.recorded_epochs, sample=sample,
+                           title=f"{pop.describe()}\n{len(pop)} networks, "
                            f"lr {config.get('lr', '')}, {config.get('init', '')}")
     plot.save(fig, folder / "loss_curves")
     files.append("loss_curves.png")
     _after("wrote loss_curves.png")
     if pop.sizes[0] == 2 and x.dim() == 2:
-        idx = pick_boundary_networks(result.final_loss, n_boundaries)
+        idx = sample
         chosen = pop[idx]
         titles = [f"seed {int(pop.seeds[i])}, loss {float(result.final_loss[i]):.1e}" for i in idx]
         fig = plot.decision_boundaries(x.cpu(), y.cpu(), lambda grid: chosen.predict(grid.to(pop.device)).cpu(),
@@ -269,6 +343,9 @@ def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_bound
     if animation is not None:
         files.append(_write_animation(folder, x, y, animation))
         _after("wrote boundaries.gif")
+    t2 = time.perf_counter()
+    phases["plots"] = phases.get("plots", 0.0) + t2 - t1
+    summary["phases_s"] = {k: round(v, 4) for k, v in phases.items()}
     summary["files"] = files
     (folder / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     _after(f"wrote {SUMMARY}")
@@ -277,7 +354,7 @@ def _write_files(folder: Path, result: TrainResult, x, y, summary: dict, n_bound
 
 def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config: dict,
              n_boundaries: int = 8, eps: float = 0.01, overwrite: bool = False,
-             animation: TrainResult | None = None) -> dict:
+             animation: TrainResult | None = None, phases: dict | None = None, disk_checked: bool = False) -> dict:
     """Write the run folder ``out``, all or nothing, and return its summary.
 
     Files: summary.json (config, statistics, environment, and "files": the list of the
@@ -291,19 +368,33 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
     the new ones, whatever point the process is killed at (how: the comment above
     :func:`recover_run_folder`).  A folder holding a previous run is refused unless
     ``overwrite``, and replaced as a whole when it is given; a non-empty folder that holds no
-    run is always refused (:func:`check_run_folder`).
+    run is always refused (:func:`check_run_folder`), and so is a folder the disk cannot hold
+    (:func:`check_disk`, before anything is written; ``disk_checked``: the caller did so before
+    training, as the command line does, and an upper estimate should not throw the run away now).
+
+    ``phases`` (seconds by phase: the command line passes its "imports", "setup" and "train")
+    gets "statistics", "write" (the tensors, and the flush) and "plots" added, and goes into
+    summary.json as "phases_s" (without the flush of summary.json itself and the move).
     """
     if result.epochs < 1:
         raise ArgumentError("epochs", f"a run folder needs at least one epoch of losses, got {result.epochs}")
     path = check_run_folder(out, overwrite)
+    pop = result.population
+    if not disk_checked:
+        check_disk(path, run_bytes(pop.arch, len(pop), result.losses.shape[1], pop.dtype.itemsize,
+                                   animation is not None))
+    phases = {} if phases is None else phases
+    t0 = time.perf_counter()
     summary = {"config": config, **summarize(result, eps), "world_size": result.extra.get("world_size", 1),
                "environment": environment(result.population.device)}
+    phases["statistics"] = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-{os.getpid()}-"
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix))
     _after("began")
     try:
-        files = _write_files(tmp, result, x, y, summary, n_boundaries, animation)
+        files = _write_files(tmp, result, x, y, summary, n_boundaries, animation, phases)
+        t0 = time.perf_counter()
         for name in files:
             _sync(tmp / name)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what a plain mkdir would give
@@ -319,6 +410,7 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _sync(path.parent)
+    phases["write"] = phases.get("write", 0.0) + time.perf_counter() - t0
     _after("moved")
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)
@@ -328,10 +420,25 @@ def save_run(result: TrainResult, x: torch.Tensor, y: torch.Tensor, out, config:
 
 def format_summary(summary: dict) -> str:
     q = summary["final_loss_quantiles"]
-    return "\n".join([
+    lines = [
         f"{summary['networks']} networks x {summary['epochs']} epochs on {summary['backend']} "
         f"in {summary['wall_time_s']:.2f} s ({summary['network_epochs_per_s']:.3g} network-epochs/s)",
         f"converged (final loss < {summary['eps']:g}): {summary['converged_fraction']:.1%}, "
         f"diverged: {summary['diverged']}",
         "final loss quantiles: " + ", ".join(f"{k[1:]}% {v:.2e}" for k, v in q.items()),
-    ])
+    ]
+    to = summary.get("epochs_to_eps")
+    if to and to["reached"]:
+        lines.append(f"epochs to loss < {summary['eps']:g}: median {to['median']:.0f} "
+                     f"[{to['q25']:.0f}-{to['q75']:.0f}] over the {to['reached']} networks that got there")
+    if summary.get("record_every", 1) > 1:
+        lines.append(f"loss history: one epoch in {summary['record_every']} ({summary['recorded_epochs']} of "
+                     f"{summary['epochs']}; --record-every 1 keeps all)")
+    return "\n".join(lines)
+
+
+def format_phases(phases: dict) -> str:
+    """``time: imports 1.2 s, setup 0.1 s, train 3.4 s, ...; outside training 2.0 s``."""
+    outside = sum(v for k, v in phases.items() if k != "train")
+    return ("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items())
+            + f"; outside training {outside:.2f} s")

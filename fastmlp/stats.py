@@ -26,8 +26,10 @@ from typing import Iterable, Sequence
 
 import torch
 
-__all__ = ["epochs_to_eps", "accuracy", "loss_quantile_curves", "config_stats", "format_table",
-           "write_csv", "markdown_table", "CURVE_QUANTILES", "FINAL_QUANTILES"]
+from .quantiles import QUANTILE_BYTES, nanquantiles, quantiles
+
+__all__ = ["epochs_to_eps", "accuracy", "nanquantiles", "quantiles", "loss_quantile_curves", "config_stats",
+           "format_table", "write_csv", "markdown_table", "CURVE_QUANTILES", "FINAL_QUANTILES", "QUANTILE_BYTES"]
 
 # Quantiles of the loss over networks kept per epoch for each configuration (enough to draw
 # the median and the 5-95% band, and the quartiles for anyone who wants them).
@@ -89,20 +91,11 @@ def accuracy(pred: torch.Tensor, y: torch.Tensor, threshold: float = 0.5) -> tor
 
 def loss_quantile_curves(losses: torch.Tensor, qs: Sequence[float] = CURVE_QUANTILES) -> torch.Tensor:
     """Per-epoch quantiles over networks of the finite losses: [G, epochs] -> [len(qs), epochs]
-    float32 (NaN for an epoch where no network has a finite loss)."""
+    float32 on the CPU (NaN for an epoch where no network has a finite loss), computed on the
+    losses' device by :func:`~fastmlp.quantiles.nanquantiles`."""
     if losses.dim() != 2:
         raise ValueError(f"losses must be [G, epochs], got shape {tuple(losses.shape)}")
-    v = losses.detach().to(torch.float64)
-    v = torch.where(torch.isfinite(v), v, torch.full_like(v, math.nan))
-    q = torch.tensor(list(qs), dtype=torch.float64, device=v.device)
-    return torch.nanquantile(v, q, dim=0).to(torch.float32).cpu()
-
-
-def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[float]:
-    values = values.detach().to(torch.float64).cpu()
-    if values.numel() == 0:
-        return [math.nan] * len(qs)
-    return torch.quantile(values, torch.tensor(list(qs), dtype=torch.float64)).tolist()
+    return nanquantiles(losses, qs).to(torch.float32).cpu()
 
 
 def config_stats(final_loss: torch.Tensor, diverged: torch.Tensor, epochs_to: torch.Tensor,
@@ -127,8 +120,8 @@ def config_stats(final_loss: torch.Tensor, diverged: torch.Tensor, epochs_to: to
                          f"{final.numel()}, {diverged.numel()}, {epochs_to.numel()}, {acc.numel()}")
     converged = (final < eps) & ~diverged
     reached = epochs_to[epochs_to >= 0].to(torch.float64)
-    e25, e50, e75 = _quantiles(reached, (0.25, 0.5, 0.75))
-    fq = _quantiles(final[torch.isfinite(final)], FINAL_QUANTILES)
+    e25, e50, e75 = quantiles(reached, (0.25, 0.5, 0.75))
+    fq = quantiles(final, FINAL_QUANTILES)
     row = {
         "networks": S,
         "converged": int(converged.sum()),

@@ -107,7 +107,7 @@ class TrainResult:
             out[late] = self.epochs
             return out
         if self.record_every != 1:
-            raise ValueError(f"the loss history keeps every {self.record_every}th epoch, so the first epoch below "
+            raise ValueError(f"the loss history keeps one epoch in {self.record_every}, so the first epoch below "
                              f"eps={eps:g} is not in it; train(..., eps={eps:g}) tracks it on every epoch "
                              f"(tracked here: {self.eps})")
         return stats.epochs_to_eps(self.losses, self.final_loss, eps)
@@ -183,7 +183,7 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
         eps = check_real("eps", eps, positive=True)
     itemsize = dtype.itemsize
     record_every = (default_record_every(G, epochs, itemsize) if record_every is None
-                    else check_int("record_every", record_every, 1))
+                    else min(check_int("record_every", record_every, 1), max(epochs, 1)))  # the same rows
     if max_bytes is not None:
         max_bytes = check_int("max_bytes", max_bytes, 1)
     snap_plan = snaps = None
@@ -216,7 +216,8 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
     # Between two blocks: a parameter check, a progress update, and a point where Ctrl-C
     # leaves the population consistent (write_back runs in the finally).
     per_block = max(1, min(epochs, chosen.epochs_per_block(problem, device)))
-    per_block = max(record_every, per_block // record_every * record_every)  # blocks start on the record's grid
+    if record_every <= per_block < epochs:  # blocks start on the record's grid (else _recording cuts them)
+        per_block = per_block // record_every * record_every
     blocks = _recording(block_bounds(epochs, per_block, snaps.epochs if snaps else None), record_every)
     start = time.perf_counter()
     try:
@@ -231,10 +232,11 @@ def train(x, y, population: Population, epochs: int, lr, backend: str = "auto", 
                 in_flight = None  # on a GPU: the previous block's completion (one block queued ahead)
                 for e0, e1 in blocks:
                     if e0 % record_every == 0:  # on the record's grid: the rows of epochs e0, e0 + k, ...
-                        rows_, every = history[e0 // record_every:-(-e1 // record_every), g0:g1], record_every
-                    else:  # a block after a snapshot cut: its first loss only, aside (for the snapshot)
-                        rows_, every = unrecorded[:, g0:g1], e1 - e0
-                    run.block(rows_, e1 - e0, every, e0)
+                        rows_ = history[e0 // record_every:-(-e1 // record_every), g0:g1]
+                    else:  # shorter than k, off the grid: its first loss only, aside (for a snapshot)
+                        rows_ = unrecorded[:, g0:g1]
+                    # always k: a compiled program's RECORD_EVERY is a constant, one machine code for every block
+                    run.block(rows_, e1 - e0, record_every, e0)
                     if snaps is not None:
                         snaps.take_loss(e0, rows_[0], g0)  # the loss of the parameters snapshot at e0
                     run.check_parameters()

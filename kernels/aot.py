@@ -26,7 +26,7 @@ __all__ = ["compile_fused", "cuobjdump", "resources", "SIGNATURE"]
 # The runtime arguments of both fused kernels, float32.
 SIGNATURE = {"x_ptr": "*fp32", "y_ptr": "*fp32", "p_ptr": "*fp32", "out_ptr": "*fp32", "lr_ptr": "*fp32",
              "active_ptr": "*i8", "loss_ptr": "*fp32", "s_loss": "i32", "G": "i32", "N": "i32", "E": "i32",
-             "scale_ptr": "*fp32", "first_ptr": "*i32", "e_base": "i32"}
+             "scale_ptr": "*fp32", "first_ptr": "*i32", "e_base": "i32", "RECORD_EVERY": "i32"}
 
 
 def compile_fused(sizes, N: int, cap: int = 90, fast_tanh: bool = False, variant: str | None = None,

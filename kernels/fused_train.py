@@ -109,7 +109,7 @@ def _back(d, w, h):
 # (where the installed version still does), and a one-epoch block (a snapshot cut, the last
 # of a run) must run the same machine code as the others, or blocks would not be bitwise
 # what one launch computes on a GPU.
-@triton.jit(do_not_specialize=["E", "e_base"])
+@triton.jit(do_not_specialize=["E", "e_base", "RECORD_EVERY"])
 def _fused_train_kernel(
         x_ptr, y_ptr,                       # x [N, D0], y [N, D_out], contiguous, shared
         p_ptr, out_ptr,                     # packed parameters [P, G]: W1, b1, W2, b2, ... rows (in, out)
@@ -118,12 +118,13 @@ def _fused_train_kernel(
         G, N, E,                            # runtime: networks, samples, epochs
         scale_ptr,                          # [1/(N D_out), 2/(N D_out), eps] in the parameters' dtype
         first_ptr, e_base,                  # [G] int32 first epoch with loss < eps (-1: not yet); the block's first epoch
+        RECORD_EVERY,                       # the loss of every RECORD_EVERY-th epoch is stored (runtime: one machine code)
         NUM_LAYERS: tl.constexpr,
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, D3: tl.constexpr, D4: tl.constexpr,
         D5: tl.constexpr,
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, P3: tl.constexpr, P4: tl.constexpr,
         P5: tl.constexpr,
-        RECORD_EVERY: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_G: tl.constexpr):
+        FAST_TANH: tl.constexpr, BLOCK_G: tl.constexpr):
     # Packed row offsets of each layer's weight and bias (constexpr arithmetic).
     OW1: tl.constexpr = 0
     OB1: tl.constexpr = OW1 + D0 * D1
@@ -179,6 +180,7 @@ def _fused_train_kernel(
         DO: tl.constexpr = D5
         PO: tl.constexpr = P5
     p_loss = loss_ptr + offs_g
+    rec_at = 0  # the next epoch whose loss is recorded
     offs_in = tl.arange(0, P0)
     offs_out = tl.arange(0, PO)
     mask_in = offs_in < D0
@@ -246,9 +248,10 @@ def _fused_train_kernel(
             gw1 += h0[:, None, :] * d[None, :, :]
             gb1 += d
         loss = loss * inv_count
-        if e % RECORD_EVERY == 0:
-            tl.store(p_loss, loss, mask=mask_g)
-            p_loss += s_loss  # a pointer increment: 64-bit, whatever E * G
+        hit = e == rec_at  # every RECORD_EVERY-th epoch: a count without a branch (fused_unrolled.py)
+        tl.store(p_loss, loss, mask=tl.where(hit, mask_g, False))
+        p_loss += s_loss * hit  # a pointer increment: 64-bit, whatever E * G
+        rec_at += RECORD_EVERY * hit
         # The first epoch whose loss is below eps, on every epoch (fastmlp.program.TrackBelow).
         first = tl.where((loss < eps) & (first < 0), e_base + e, first)
         # A network whose loss is non-finite stops here (a test of the loss's bits).
@@ -351,7 +354,7 @@ def config(sizes, N: int, record_every: int = 1, G: int | None = None, fast_tanh
     which = _variant(sizes, N, variant)
     full = 32 * NUM_WARPS if which == "unrolled" else block_g(sizes)
     bg = full if G is None else min(full, next_pow2(G))
-    meta = dict(RECORD_EVERY=record_every, FAST_TANH=fast_tanh, BLOCK_G=bg)
+    meta = dict(FAST_TANH=fast_tanh, BLOCK_G=bg)  # record_every: a runtime argument, not specialised
     if which == "tiles":
         dims = list(sizes) + [1] * (6 - len(sizes))
         meta.update(NUM_LAYERS=len(sizes) - 1)
@@ -416,4 +419,4 @@ def fused_train(x: torch.Tensor, y: torch.Tensor, packed: torch.Tensor, lr: torc
     grid = (triton.cdiv(G, meta["BLOCK_G"]),)
     kernel = kernel_for(sizes, N, variant)
     kernel[grid](x.contiguous(), y.contiguous(), packed, packed, lr.contiguous(), active, loss_out, loss_out.stride(0),
-                 G, N, epochs, scales, first_below, e_base, num_warps=NUM_WARPS, **meta)
+                 G, N, epochs, scales, first_below, e_base, record_every, num_warps=NUM_WARPS, **meta)

@@ -58,7 +58,9 @@ def test_flags_reach_the_population(tmp_path):
     (["--dataset", "mnist"], "--dataset"),
     (["--dataset", "csv:/nonexistent/file.csv"], "--dataset"),
     (["--device", "tpu"], "--device"),
-    (["--epochs", str(10**15)], "--seeds"),  # 8 PB of loss history for 2 networks, on any device: refused first
+    (["--epochs", str(10**15)], "--epochs"),  # more epochs than int32 numbers (first_below on the device)
+    (["--seeds", "100000", "--epochs", str(2 * 10**9), "--record-every", "1"], "--seeds"),  # 800 TB of history
+    (["--record-every", "0"], "--record-every"),
     (["--out", "/proc/fastmlp-cannot-write-here"], "--out"),
 ])
 def test_bad_flags_name_the_flag(argv, flag, tmp_path, capsys):

@@ -380,9 +380,14 @@ def test_aot_compiles_without_spills(aot):
         assert r["regs"] <= 255
     lab = [r for r in aot["rows"] if r["config"] == "lab 2-5-3-1"]
     assert {r["variant"] for r in lab} == {"unrolled"}
-    # 128 registers or fewer: four 128-thread programs per SM (16 warps) for the lab network.
-    # The parameters' 64-bit addresses kept alive across the epoch loop once cost 94 more.
-    assert max(r["regs"] for r in lab) <= 128, lab
+    # 128 registers or fewer: four 128-thread programs per SM (16 warps) for the lab network's
+    # kernel (the exp2 form, the default).  The parameters' 64-bit addresses kept alive across
+    # the epoch loop once cost 94 more.  The tanh.approx variant (never the default) went from
+    # 127 to 146 on sm_90 with Triton 3.9 (153 and 155 on sm_80 and sm_90 with 3.6) when
+    # RECORD_EVERY became a runtime argument (issue 18: one machine code for every record):
+    # 3 programs per SM there; printed above and left to bench/roofline_gpu.py.
+    default = [r for r in lab if not r["fast_tanh"]]
+    assert len(default) == 2 and max(r["regs"] for r in default) <= 128, default
     boundary = [r for r in aot["rows"] if r["config"] == "boundary"]
     assert {r["variant"] for r in boundary} == {"unrolled"}
     assert Architecture(boundary[0]["sizes"]).thread_words(boundary[0]["N"]) == fu.MAX_WORDS  # the largest the rule admits

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from fastmlp import plot  # noqa: E402
 from fastmlp.datasets import five_points, xor  # noqa: E402
 from fastmlp.plot import decision_boundaries, loss_curves, save  # noqa: E402
-from fastmlp.plot.curves import _nanquantiles  # noqa: E402
+from fastmlp.validate import ArgumentError  # noqa: E402
 
 BAND_LABEL = "5%\u201395% of networks"
 
@@ -42,28 +42,6 @@ def _ydata(line):
 
 def _median(losses):
     return torch.quantile(losses.double(), 0.5, dim=0)
-
-
-# --------------------------------------------------------------------- quantiles
-
-@pytest.mark.parametrize("G,E", [(1, 1), (1, 5), (7, 3), (50, 40)], ids=lambda v: str(v))
-def test_nanquantiles_matches_torch(G, E):
-    g = torch.Generator().manual_seed(G * 100 + E)
-    v = torch.rand(G, E, generator=g, dtype=torch.float64)
-    v[torch.rand(G, E, generator=g) < 0.3] = math.nan
-    if E > 2:
-        v[:, 1] = math.nan  # a column with no value at all
-    qs = (0.05, 0.5, 0.95)
-    got = _nanquantiles(v, qs)
-    want = torch.stack([torch.nanquantile(v, q, dim=0) for q in qs])
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
-
-
-def test_nanquantiles_chunked(monkeypatch):
-    monkeypatch.setattr(plot.curves, "_QUANTILE_CHUNK", 10)  # force several chunks of epochs
-    v = torch.rand(4, 23, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    got = _nanquantiles(v, (0.5,))
-    torch.testing.assert_close(got[0], torch.quantile(v, 0.5, dim=0), rtol=1e-12, atol=1e-12)
 
 
 # -------------------------------------------------------------------- loss curves
@@ -181,6 +159,37 @@ def test_loss_curves_exact_zero_losses_render():
     torch.testing.assert_close(med, _median(losses).clamp(min=floor), rtol=1e-12, atol=0)
     assert (med[5:] == floor).all()
     assert [t.get_text() for t in ax.texts] == [f"losses of 0 drawn at {floor:.1e}"]
+    _render(fig)
+
+
+def test_loss_curves_at_the_recorded_epochs_with_a_sample_of_networks():
+    losses = _losses(G=40, epochs=12)
+    losses[3, 6:] = math.inf  # a network that diverged
+    recorded = torch.arange(0, 12 * 5, 5)  # a history of every 5th epoch
+    fig = loss_curves(losses, epochs=recorded, sample=[0, 3, 7])
+    (ax,) = fig.axes
+    median, *sampled = ax.get_lines()
+    assert median.get_xdata().tolist() == (recorded + 1).tolist()  # epochs numbered from 1
+    assert median.get_linewidth() > 1 >= max(ln.get_linewidth() for ln in sampled)
+    finite = torch.where(torch.isinf(losses), torch.full_like(losses, math.nan), losses).double()
+    torch.testing.assert_close(_ydata(median), torch.nanquantile(finite, 0.5, dim=0), rtol=1e-12, atol=0)
+    assert len(sampled) == 3  # the networks' own curves, as recorded (non-finite: not drawn)
+    for ln, i in zip(sampled, (0, 3, 7)):
+        torch.testing.assert_close(_ydata(ln), finite[i], rtol=0, atol=0, equal_nan=True)
+    assert _legend(ax.get_legend()) == ["median of 40 networks", "3 of the networks", BAND_LABEL]
+    _render(fig)
+    for bad, arg in (([0, 1], "epochs"), (torch.arange(12).flip(0), "epochs"), ([40], "sample"), ([0.5], "sample")):
+        with pytest.raises(ArgumentError) as err:
+            loss_curves(losses, **{arg: bad})
+        assert err.value.arg == arg
+
+
+def test_loss_bands_at_the_recorded_epochs():
+    q = _quantiles(epochs=6)
+    fig = plot.loss_bands({"p": [("a", q), ("b", q * 2, torch.arange(0, 12, 2))]}, epochs=torch.arange(0, 30, 5))
+    (ax,) = [ax for ax in fig.axes if ax.get_visible()]
+    a, b = ax.get_lines()
+    assert a.get_xdata().tolist() == [1, 6, 11, 16, 21, 26] and b.get_xdata().tolist() == [1, 3, 5, 7, 9, 11]
     _render(fig)
 
 

@@ -562,7 +562,8 @@ def test_the_estimate_is_for_the_backend_that_trains(tmp_path, hidden, backend, 
     training, records = sw.run.batch_bytes(batch, spec, data, device, backend)
     assert sw.run._problem(batch, spec, data).G == batch.networks == 1024
     assert engine.select_backend(backend, device, sw.run._problem(batch, spec, data)).name == trains
-    assert training == 1024 * (5 + 1) * 4 + 1024 * words * 4
+    # the history (5 rows, the final loss, a row not kept) and the first epoch below eps (8 + 4 + 2 B)
+    assert training == 1024 * ((5 + 2) * 4 + 14) + 1024 * words * 4
     assert (records == 0) == (device == "cuda")
 
 

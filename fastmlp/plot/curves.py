@@ -4,63 +4,60 @@ quantile bands (``loss_bands``), and the epochs each network needed to reach a l
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..stats import nanquantiles
 from ..validate import ArgumentError
 from ._common import (_check_int, _check_panels, _label_colors, _new_figure, _null_locator,
                       _outer_labels, _panel_grid)
 
 # Quantile band drawn around the median.
 _BAND = (0.05, 0.95)
-# Elements sorted at once when computing quantiles (2**25 float64: 256 MiB):
-# bounds memory for losses [G, epochs] with millions of networks.
-_QUANTILE_CHUNK = 2**25
 
 
-def _nanquantiles(values: Tensor, qs: Sequence[float]) -> Tensor:
-    """Quantiles over dim 0 ignoring NaN: values [G, E] -> [len(qs), E] float64.
-
-    Same as ``torch.nanquantile(values, q, dim=0)`` (linear interpolation), which
-    refuses a reduced dimension over 2**24 elements ("quantile() input tensor is
-    too large", torch 2.13), i.e. populations over 16.7M networks. A column with
-    no finite value gives NaN.
-    """
-    G, E = values.shape
-    q = torch.tensor(list(qs), dtype=torch.float64, device=values.device)
-    out = []
-    step = max(1, _QUANTILE_CHUNK // max(G, 1))
-    for start in range(0, E, step):
-        chunk = values[:, start:start + step].to(torch.float64)
-        # torch.sort puts NaN after every number (ascending).
-        srt = torch.sort(chunk, dim=0).values
-        count = (~torch.isnan(chunk)).sum(dim=0)  # [e]
-        pos = q[:, None] * (count - 1).clamp(min=0)  # [Q, e]
-        lo = pos.floor().long()
-        hi = pos.ceil().long()
-        v_lo = srt.gather(0, lo)
-        v_hi = srt.gather(0, hi)
-        res = v_lo + (pos - lo) * (v_hi - v_lo)
-        res = torch.where(count[None, :] > 0, res, torch.full_like(res, math.nan))
-        out.append(res)
-    return torch.cat(out, dim=1) if out else torch.empty(len(qs), 0, dtype=torch.float64)
+def _check_epochs(epochs, E: int) -> Tensor:
+    """The recorded epoch of each of E columns (0-based; default 0..E-1) as int64 [E]."""
+    if epochs is None:
+        return torch.arange(E)
+    e = torch.as_tensor(epochs).detach().cpu()
+    if e.dim() != 1 or len(e) != E or e.is_complex() or e.dtype == torch.bool:
+        raise ArgumentError("epochs", f"epochs must be 1-D with one epoch per column ({E}), got {tuple(e.shape)}")
+    if e.is_floating_point() and not bool((torch.isfinite(e) & (e == e.round())).all()):
+        raise ArgumentError("epochs", "epochs must be whole numbers")
+    e = e.long()
+    if E and (int(e.min()) < 0 or not bool((e[1:] > e[:-1]).all())):
+        raise ArgumentError("epochs", "epochs must be increasing epoch numbers >= 0")
+    return e
 
 
-def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
-                title: Optional[str] = None):
+def _least_positive(losses: Tensor) -> Optional[float]:
+    """The smallest positive loss, in chunks of epochs on the losses' device (None: none)."""
+    step = max(1, 2**24 // max(1, losses.shape[0]))
+    m = min((float(torch.where(losses[:, k:k + step] > 0, losses[:, k:k + step], math.inf).amin())
+             for k in range(0, losses.shape[1], step)), default=math.inf)
+    return m if math.isfinite(m) else None
+
+
+def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None, title: Optional[str] = None,
+                epochs=None, sample=None):
     """Median loss over networks with a shaded 5-95% band, per epoch, log y.
 
-    ``losses`` [G, epochs] (a 1-D [epochs] history is taken as G=1). Diverged
-    networks may hold nan/inf: inf counts as nan, and each epoch's quantiles are
-    taken over its finite values only. A loss of exactly 0 (float32 sigmoids
-    saturate, so an MSE can reach 0) cannot be drawn on a log axis: curves are
-    floored at the smallest positive loss present, and a note on the axis says
-    so. Epochs are numbered from 1 (``losses[:, 0]`` is epoch 1).
+    ``losses`` [G, E] (a 1-D [E] history is taken as G=1), on any device: the quantiles
+    are computed there (:func:`fastmlp.stats.nanquantiles`) and only the [3, E] band comes
+    to the CPU. Diverged networks may hold nan/inf: each epoch's quantiles are taken over
+    its finite values only. Column j holds the loss at the start of epoch ``epochs[j]``
+    (0-based as recorded: a thinned history keeps every k-th epoch; default ``0..E-1``);
+    the x axis numbers epochs from 1, so column j is drawn at ``epochs[j] + 1``.
+    ``sample``: indices of a few networks whose own curves are drawn as thin lines (the
+    figure shows statistics and a sample, never every curve). A loss of exactly 0 (float32
+    sigmoids saturate, so an MSE can reach 0) cannot be drawn on a log axis: curves are
+    floored at the smallest positive loss present, and a note on the axis says so.
 
-    Draws on ``ax`` if given (several calls on one axis compare runs; each
-    call takes the axis' next colour), else on a new Figure. Returns the Figure.
+    Draws on ``ax`` if given (several calls on one axis compare runs; each call takes the
+    axis' next colour), else on a new Figure. Returns the Figure.
     """
     if not isinstance(losses, Tensor):
         losses = torch.as_tensor(losses)
@@ -70,18 +67,21 @@ def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
         raise ArgumentError(
             "losses", f"losses must be [G, epochs] with G, epochs >= 1, got shape {tuple(losses.shape)}")
     losses = losses.detach()
-    if not losses.is_floating_point():
-        losses = losses.to(torch.float64)
-    G, epochs = losses.shape
-    losses = torch.where(torch.isinf(losses), torch.full_like(losses, math.nan), losses)
+    G, E = losses.shape
+    epoch = (_check_epochs(epochs, E) + 1).numpy()
+    picked = torch.zeros(0, dtype=torch.int64) if sample is None else torch.as_tensor(sample).reshape(-1)
+    if picked.is_floating_point() or picked.dtype == torch.bool or (
+            len(picked) and (int(picked.min()) < -G or int(picked.max()) >= G)):
+        raise ArgumentError("sample", f"sample must be network indices in [0, {G}), got {sample!r}")
     lo_q, hi_q = _BAND
-    band = _nanquantiles(losses, (lo_q, 0.5, hi_q)).cpu()  # [3, epochs]
+    band = nanquantiles(losses, (lo_q, 0.5, hi_q)).cpu()  # [3, E]
+    curves = losses[picked.to(losses.device)].to("cpu", torch.float64)  # [n, E]
+    curves = torch.where(torch.isfinite(curves), curves, math.nan)
 
     floor = None
-    if (band <= 0).any():  # only then pay for a pass over all losses
-        positive = losses[losses > 0]
-        floor = positive.min().item() if positive.numel() else 1e-30
-        band = band.clamp(min=floor)  # clamp keeps NaN as NaN
+    if (band <= 0).any() or (curves <= 0).any():  # only then pay for a pass over all losses
+        floor = _least_positive(losses) or 1e-30
+        band, curves = band.clamp(min=floor), curves.clamp(min=floor)  # clamp keeps NaN as NaN
 
     from matplotlib.ticker import MaxNLocator
 
@@ -91,17 +91,19 @@ def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
     else:
         fig = ax.figure
 
-    epoch = torch.arange(1, epochs + 1).numpy()
     lo, med, hi = (band[i].numpy() for i in range(3))
     name = f"{label}: " if label else ""
     nets = "1 network" if G == 1 else f"{G} networks"
     # A single epoch is a single point: give it a marker, a line would be invisible.
-    marker = "o" if epochs == 1 else None
-    (line,) = ax.plot(epoch, med, marker=marker,
+    marker = "o" if E == 1 else None
+    (line,) = ax.plot(epoch, med, marker=marker, linewidth=1.8, zorder=3,
                       label=f"{name}median of {nets}" if G > 1 else f"{name}{nets}")
+    for k, c in enumerate(curves):
+        ax.plot(epoch, c.numpy(), color=line.get_color(), linewidth=0.6, alpha=0.45, marker=marker,
+                markersize=3, label=f"{name}{len(curves)} of the networks" if k == 0 else None)
     if G > 1:
         band_label = f"{name}{lo_q:.0%}\u2013{hi_q:.0%} of networks"
-        if epochs > 1:
+        if E > 1:
             ax.fill_between(epoch, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0,
                             label=band_label)
         else:  # fill_between draws nothing for one x: show the band as an error bar
@@ -123,8 +125,8 @@ def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
     x_min, x_max = ax.dataLim.intervalx
     if not (math.isfinite(x_min) and math.isfinite(x_max) and x_max - x_min >= 1):
         # A single epoch (or none drawable): matplotlib would centre +-0.05 around
-        # it, with fractional ticks; show the epochs 1..epochs with room around.
-        ax.set_xlim(0, epochs + 1)
+        # it, with fractional ticks; show it with an epoch of room either side.
+        ax.set_xlim(epoch[0] - 1, epoch[-1] + 1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE loss")
     if title is not None:
@@ -140,40 +142,43 @@ def loss_curves(losses: Tensor, *, ax=None, label: Optional[str] = None,
 # configuration files.
 
 def loss_bands(panels, *, ncols: int = 4, title: Optional[str] = None, max_points: int = 500,
-               band: Tuple[float, float] = _BAND):
+               band: Tuple[float, float] = _BAND, epochs=None):
     """Median loss and a shaded band per curve, from precomputed quantiles, log y.
 
-    ``panels`` maps a panel title to a list of ``(label, q)`` with ``q`` [3, epochs] =
-    (low quantile, median, high quantile) of the loss over networks at each epoch (e.g.
-    ``stats.loss_quantile_curves(losses, (0.05, 0.5, 0.95))``); ``band`` names the low
-    and high quantiles for the legend. Curves with the same label get the same colour in
-    every panel and one shared legend. Curves are thinned to at most ``max_points``
-    epochs (every k-th, the last one kept). Losses of 0 are drawn at the smallest
-    positive value. Returns the Figure.
+    ``panels`` maps a panel title to a list of ``(label, q)`` with ``q`` [3, K] =
+    (low quantile, median, high quantile) of the loss over networks at each of K recorded
+    epochs (e.g. ``stats.loss_quantile_curves(losses, (0.05, 0.5, 0.95))``), or of
+    ``(label, q, epochs)`` with that curve's recorded epochs; ``epochs`` (0-based, as
+    recorded) is the default for every curve, and every epoch ``0..K-1`` the default of
+    that; the x axis numbers epochs from 1. ``band`` names the low and high quantiles for
+    the legend. Curves with the same label get the same colour in every panel and one
+    shared legend. Curves are thinned to at most ``max_points`` points (every k-th, the
+    last one kept). Losses of 0 are drawn at the smallest positive value. Returns the Figure.
     """
     panels = _check_panels(panels, "a list of (label, quantiles [3, epochs])")
-    colors = _label_colors(panels)
+    colors = _label_colors([(t, [(c[0], None) for c in curves]) for t, curves in panels])
     labels = list(colors)
     fig, axes, _ = _panel_grid(len(panels), ncols, (3.3, 2.6), extra_height=0.5)
     handles = {}
     for ax, (panel_title, curves) in zip(axes, panels):
-        for label, q in curves:
+        for label, q, *at in curves:
             q = torch.as_tensor(q).detach().to("cpu", torch.float64)
             if q.dim() != 2 or q.shape[0] != 3 or q.shape[1] < 1:
                 raise ArgumentError('panels', f"panel {panel_title!r}, curve {label!r}: quantiles must be [3, epochs], "
                                  f"got shape {tuple(q.shape)}")
-            epochs = q.shape[1]
-            step = max(1, math.ceil(epochs / max_points))
-            keep = torch.arange(0, epochs, step)
-            if keep[-1] != epochs - 1:
-                keep = torch.cat([keep, torch.tensor([epochs - 1])])
+            K = q.shape[1]
+            at = _check_epochs(at[0] if at else epochs, K)
+            step = max(1, math.ceil(K / max_points))
+            keep = torch.arange(0, K, step)
+            if keep[-1] != K - 1:
+                keep = torch.cat([keep, torch.tensor([K - 1])])
             q = q[:, keep]
             positive = q[q > 0]
             floor = positive.min().item() if positive.numel() else 1e-30
             q = q.clamp(min=floor)
-            epoch = (keep + 1).numpy()
+            epoch = (at[keep] + 1).numpy()
             (line,) = ax.plot(epoch, q[1].numpy(), color=colors[label], linewidth=1.3,
-                              marker="o" if epochs == 1 else None)  # one epoch: a point, not a line
+                              marker="o" if K == 1 else None)  # one epoch: a point, not a line
             ax.fill_between(epoch, q[0].numpy(), q[2].numpy(), color=colors[label], alpha=0.15,
                             linewidth=0)
             handles.setdefault(label, line)
