@@ -73,7 +73,7 @@ def main(argv=None):
                            ["first use, end to end", f"{first['wall_s']:.3f}"]]))
     print(f"G={args.seeds} on {best['backend']}: {best['wall_s']:.2f} s end to end, {best['outside_training_s']:.2f} s "
           f"outside training (bar {BAR_OUTSIDE_S:g} s), folder {best['folder_bytes'] / 1e6:.1f} MB "
-          f"(bar {BAR_FOLDER_BYTES / 1e6:.0f} MB), loss history every {best['record_every']} epochs; first use "
+          f"(bar {BAR_FOLDER_BYTES / 1e6:.0f} MB), loss history: one epoch in {best['record_every']}; first use "
           f"{first['wall_s']:.2f} s")
     path = harness.write_json(args.out, "cli", env, dict(seeds=args.seeds, epochs=args.epochs, first_use=first,
                                                          runs=runs, bar_outside_s=BAR_OUTSIDE_S,
