@@ -29,7 +29,7 @@ __all__ = ["train", "TrainResult", "RECORD_BYTES", "default_record_every", "reco
 # The default loss record: every epoch while the history [rows, G] fits in this many bytes,
 # else every k-th epoch for the smallest k that fits.  With the trained population and the
 # per-network results beside it, the lab network's run folder stays under 256 MB up to 2**20
-# networks (docs/results.md: its size by G).
+# networks (README.md, "Millions of seeds": its size by G).
 RECORD_BYTES = 64 * 2**20
 # Epoch numbers are int32 on the device (first_below): a run is shorter than this.
 MAX_EPOCHS = 2**31 - 1

@@ -223,9 +223,10 @@ class FusedBackend(Backend):
             if torch.device(device).type != "cuda":  # the interpreter: short blocks (tests)
                 return self.block_epochs
             # A block of about gpu_block_seconds: the lab network trains 2500 epochs in one
-            # launch up to ~2**21 networks on an H200 (each launch and parameter check costs
-            # ~0.1 ms; blocks of 250 epochs cost +30% at G = 65,536), while a run of minutes
-            # still checks its parameters, updates the bar and stops on Ctrl-C every quarter second.
+            # launch up to ~2**21 networks on an H200 (blocks of 250 epochs cost +30% at
+            # G = 65,536 there; the loop's host time is 22.5 us a block, bench/README.md), while
+            # a run of minutes still checks its parameters, updates the bar and stops on Ctrl-C
+            # every quarter second.
             return max(self.block_epochs, int(self.gpu_block_seconds / self.gpu_epoch_seconds(problem)))
         lanes = -(-problem.G // program_numba.BLOCK) * program_numba.BLOCK
         rate = self.program_param_epochs_per_s / problem.arch.n_params  # network-epochs per second
